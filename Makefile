@@ -1,0 +1,32 @@
+# Developer entry points. Every target sets up .venv first (idempotent: scripts/setup.sh).
+PY := .venv/bin/python
+ASAN_BUILD := build/asan
+KERNEL_TESTS ?= tests/ops tests/layers
+
+.PHONY: setup bench demo test test-fast lint format sanitize clean
+
+setup:
+	@bash scripts/setup.sh
+
+bench: setup  ## the layer benchmark table (all available families vs dense)
+	$(PY) -m liteffn bench
+
+test: setup  ## the whole suite; the native build must be loaded
+	LITEFFN_REQUIRE_NATIVE=1 $(PY) -m pytest -q
+
+test-fast: setup
+	LITEFFN_REQUIRE_NATIVE=1 $(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: setup
+	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks
+
+sanitize: setup  ## build the native module with ASan + UBSan and run the kernel tests on it
+	bash scripts/sanitize.sh $(KERNEL_TESTS)
+
+clean:
+	rm -rf build $(ASAN_BUILD) .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+// The liteffn._native module: ISA control plus every family's kernels (see bind_*.cpp).
+// Tensors cross as raw addresses (uintptr_t) with explicit 64-bit sizes; Python (liteffn.ops)
+// checks shapes, dtypes and contiguity before any call.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "common.h"
+
+namespace py = pybind11;
+using liteffn::Isa;
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "liteffn native CPU kernels (torch-free C++17 + OpenMP)";
+  m.def("cpu_has_avx2_fma", &liteffn::cpu_has_avx2_fma, "True when the CPU supports AVX2 and FMA.");
+  m.def("get_isa", [] { return std::string(liteffn::isa_name(liteffn::active_isa())); },
+        "The instruction-set level kernels dispatch to now: 'scalar' or 'avx2'.");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        if (name == "scalar") liteffn::set_active_isa(Isa::scalar);
+        else if (name == "avx2") liteffn::set_active_isa(Isa::avx2);
+        else throw std::invalid_argument("ISA must be 'scalar' or 'avx2', got '" + name + "'");
+      },
+      py::arg("name"), "Select the kernels' instruction-set level for the whole process.");
+  m.def("compiled_isas", [] { return std::vector<std::string>{"scalar", "avx2"}; });
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+  py::list families;
+  for (auto& [name, bind] : liteffn::registry()) {
+    bind(m);
+    families.append(name);
+  }
+  m.attr("families") = families;
+}

@@ -1,0 +1,5 @@
+import sys
+
+from liteffn.cli import main
+
+sys.exit(main())

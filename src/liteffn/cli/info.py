@@ -1,0 +1,50 @@
+"""`liteffn info`: version, native status, ISA, CPU features, threads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from liteffn import __version__, _sysinfo, ops
+
+
+def collect() -> dict:
+    native = ops.native_available()
+    return {
+        "liteffn": __version__,
+        "torch": torch.__version__,
+        "native": native,
+        "native_error": ops.load_error(),
+        "isa": ops.get_isa(),
+        "available_isas": ops.available_isas(),
+        "openmp": bool(native and ops.native().openmp),
+        "kernel_families": list(ops.native().families) if native else [],
+        "cpu": _sysinfo.cpu_model(),
+        "cpu_features": _sysinfo.simd_features(),
+        "cores": _sysinfo.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "commit": _sysinfo.git_commit(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(map(len, info))
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = " ".join(map(str, value)) or "-"
+        if key == "native_error" and value is None:
+            continue
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show version, native kernel status, ISA and CPU features")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=run)

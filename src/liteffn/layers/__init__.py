@@ -1,0 +1,6 @@
+"""Layer families. Each maps (..., d_model) -> (..., d_model); see ``FFNLayer``."""
+
+from liteffn.layers.base import FFNLayer
+from liteffn.layers.dense import DenseFFN
+
+__all__ = ["DenseFFN", "FFNLayer"]

@@ -1,0 +1,82 @@
+"""The interface every liteffn layer shares: input checks, training vs inference dispatch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from liteffn import ops
+from liteffn.cost import Cost
+
+__all__ = ["FFNLayer", "check_input"]
+
+
+def check_input(x: torch.Tensor, d_model: int, who: str) -> None:
+    """Raise a TypeError/ValueError naming what was expected when ``x`` cannot be an FFN input."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: expected a floating-point tensor (float32), got {x.dtype}")
+    if x.device.type != "cpu":
+        raise ValueError(f"{who}: expected a CPU tensor, got device {x.device}")
+    if x.dim() < 1:
+        raise ValueError(f"{who}: expected shape (..., {d_model}), got a 0-d tensor")
+    if x.shape[-1] != d_model:
+        raise ValueError(
+            f"{who}: expected last dimension d_model={d_model}, got shape {tuple(x.shape)}"
+        )
+
+
+class FFNLayer(nn.Module):
+    """Base class: maps (..., d_model) -> (..., d_model).
+
+    Subclasses implement ``_train_forward(x2)`` (differentiable), ``_reference(x2)`` (the hard
+    inference path in plain PyTorch) and, when they have a kernel, ``_native_forward(x2)``; all
+    three take and return (N, d_model) tensors. ``forward`` picks the training path in
+    ``train()`` mode, and in ``eval()`` mode the native kernel (float32, native module built)
+    or else the reference.
+    """
+
+    d_model: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.d_model, type(self).__name__)
+        x2 = x.reshape(-1, self.d_model)  # (N, d_model); copies only if x is not viewable
+        if self.training:
+            y2 = self._train_forward(x2)
+        elif self._use_native(x2):
+            y2 = self._native_forward(x2.contiguous())
+        else:
+            y2 = self._reference(x2)
+        return y2.reshape(x.shape)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Pure-PyTorch hard inference path: the specification the native kernel must match."""
+        check_input(x, self.d_model, type(self).__name__)
+        with torch.no_grad():
+            return self._reference(x.reshape(-1, self.d_model)).reshape(x.shape)
+
+    def cost(self) -> Cost:
+        """Inference cost per token (see ``liteffn.Cost``)."""
+        raise NotImplementedError
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    has_native: bool = False
+
+    def _use_native(self, x2: torch.Tensor) -> bool:
+        return (
+            self.has_native
+            and ops.native_available()
+            and x2.dtype == torch.float32
+            and not (torch.is_grad_enabled() and x2.requires_grad)
+        )
+
+    def _train_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _reference(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
