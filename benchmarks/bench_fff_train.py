@@ -63,7 +63,9 @@ def main() -> None:
     ffn = FastFeedForward(args.d_model, depth=args.depth, trees=args.trees).train()
     x = torch.randn(args.batch, args.d_model)
     gy = torch.randn(args.batch, args.d_model)
-    print(f"CPU: {_sysinfo.cpu_model()} | commit {_sysinfo.git_commit()} | torch {torch.__version__}")
+    print(
+        f"CPU: {_sysinfo.cpu_model()} | commit {_sysinfo.git_commit()} | torch {torch.__version__}"
+    )
     print(f"native: {ops.native_available()} (isa {ops.get_isa()}) | {ffn}")
     print()
     print("| threads | batch | liteffn step ms | masked-dense step ms | speedup |")
