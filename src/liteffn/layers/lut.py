@@ -22,8 +22,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from liteffn import ops
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer, check_input
+from liteffn.ops.lut import lut_forward, lut_model
 
 __all__ = ["LUTFFN", "LUTLayer", "efd_weights", "thermometer"]
 
@@ -279,7 +281,7 @@ class LUTFFN(FFNLayer):
         torch.Size([2, 3, 16])
     """
 
-    has_native = False  # set True once the kernel lands
+    has_native = True
 
     def __init__(
         self,
@@ -372,6 +374,61 @@ class LUTFFN(FFNLayer):
             bits = layer.reference_bits(bits)  # (N, width) bool
         count = bits.view(x2.shape[0], self.d_model, self.luts_per_output).sum(2)  # (N, d)
         return self._affine(count).detach().to(x2.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Lean eval path for float32 inputs (batch 1 is dominated by Python overhead).
+        if (
+            self.training
+            or not isinstance(x, torch.Tensor)
+            or x.dtype != torch.float32
+            or (x.requires_grad and torch.is_grad_enabled())
+            or not ops.native_available()
+            or self.thresholds.dtype != torch.float32
+        ):
+            return super().forward(x)
+        check_input(x, self.d_model, "LUTFFN")
+        x2 = x.reshape(-1, self.d_model)  # (N, d); a view when possible
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        return lut_forward(self.native_model(), x2, self.d_model).view(x.shape)
+
+    def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        return lut_forward(self.native_model(), x2, self.d_model)
+
+    def _state_key(self) -> tuple:
+        # Direct dict access: nn.Module.__getattr__ would cost ~20 µs here, per call.
+        p = self._parameters
+        tensors = [p["thresholds"], p["scale"], p["shift"]]
+        for layer in self._modules["layers"]._modules.values():
+            tensors += [layer._parameters["table"], layer._buffers["mapping"]]
+            if "mapping_weight" in layer._parameters:
+                tensors.append(layer._parameters["mapping_weight"])
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def native_model(self):
+        """The packed native network for the current parameters; repacked when any changes
+        (tracked by tensor version counters, so in-place optimiser steps are seen)."""
+        key = self._state_key()
+        if key != self._packed_key:
+            for layer in self.layers:
+                layer.sync_mapping()
+            with torch.no_grad():
+                d, g = self.d_model, self.luts_per_output
+                counts = torch.arange(g + 1).unsqueeze(1).expand(g + 1, d)  # (g+1, d)
+                affine = self._affine(counts).t().float().contiguous()  # (d, g+1)
+                self._packed = lut_model(
+                    self.thresholds.detach().float().contiguous(),
+                    affine,
+                    [layer.mapping.contiguous() for layer in self.layers],
+                    [layer.table.detach().float().contiguous() for layer in self.layers],
+                )
+            self._packed_key = self._state_key()
+        return self._packed
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # the native model is rebuilt on demand, never pickled
+        state["_packed"], state["_packed_key"] = None, None
+        return state
 
     def cost(self) -> Cost:
         d, T, g, n = self.d_model, self.bits_per_channel, self.luts_per_output, self.lut_inputs
