@@ -191,13 +191,13 @@ def test_lut_model_checks_name_expected_and_got():
         bad = maps[1].clone()
         bad[0, 0] = -1
         lut_model(thr, aff, [maps[0], bad], tabs)
-    with pytest.raises(TypeError, match="expected dtype torch.int64, got torch.int32"):
+    with pytest.raises(TypeError, match=r"expected dtype torch.int64, got torch.int32"):
         lut_model(thr, aff, [maps[0].int(), maps[1]], tabs)
     with pytest.raises(ValueError, match=r"expected shape \(4, 4\), got \(4, 8\)"):
         lut_model(thr, aff, maps, [torch.zeros(4, 8), tabs[1]])
     with pytest.raises(ValueError, match="d\\*g = 6 LUTs, got 4"):
         lut_model(thr, aff, maps[:1], tabs[:1])
-    with pytest.raises(TypeError, match="float32, got torch.float64"):
+    with pytest.raises(TypeError, match=r"float32, got torch.float64"):
         lut_model(thr.double(), aff, maps, tabs)
     model = lut_model(thr, aff, maps, tabs)
     with pytest.raises(ValueError, match=r"expected shape \(N, 3\), got \(2, 4\)"):
