@@ -204,3 +204,27 @@ def test_lut_model_checks_name_expected_and_got():
         lut_forward(model, torch.zeros(2, 4), 3)
     with pytest.raises(ValueError, match="contiguous"):
         lut_forward(model, torch.zeros(3, 2).t(), 3)
+
+
+def test_eval_path_edge_cases(isa):
+    ffn = LUTFFN(6, bits_per_channel=3, hidden_luts=20, luts_per_output=2, lut_inputs=4).eval()
+    x1 = torch.randn(6)  # a single token without a batch dimension
+    assert_exact(ffn(x1), ffn.reference(x1))
+    assert ffn(torch.randn(2, 0, 6)).shape == (2, 0, 6)
+    xg = torch.randn(5, 6, requires_grad=True)
+    assert_exact(ffn(xg).detach(), ffn.reference(xg.detach()))  # grad-enabled: reference path
+    with pytest.raises(ValueError, match="d_model=6"):
+        ffn(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="0-d"):
+        ffn(torch.tensor(1.0))
+    x64 = torch.randn(4, 6, dtype=torch.float64)
+    assert_exact(ffn(x64), ffn.reference(x64))
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        x = torch.randn(4, 6, dtype=torch.float32)
+        assert_exact(ffn(x), ffn.reference(x))
+    finally:
+        torch.set_default_dtype(saved)
+    ffn64 = copy.deepcopy(ffn).double()  # float64 parameters: the reference path
+    assert_exact(ffn64(x64), ffn64.reference(x64))

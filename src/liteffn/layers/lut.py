@@ -376,21 +376,27 @@ class LUTFFN(FFNLayer):
         return self._affine(count).detach().to(x2.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Lean eval path for float32 inputs (batch 1 is dominated by Python overhead).
+        # Lean eval path: batch 1 is dominated by Python overhead, so every tensor call counts.
         if (
             self.training
-            or not isinstance(x, torch.Tensor)
+            or type(x) is not torch.Tensor
             or x.dtype != torch.float32
+            or not x.is_cpu
+            or x.dim() == 0
+            or x.shape[-1] != self.d_model
             or (x.requires_grad and torch.is_grad_enabled())
-            or not ops.native_available()
-            or self.thresholds.dtype != torch.float32
         ):
+            return super().forward(x)  # checks the input, raises with a clear message
+        model = self.native_model()
+        if model is None:
             return super().forward(x)
-        check_input(x, self.d_model, "LUTFFN")
-        x2 = x.reshape(-1, self.d_model)  # (N, d); a view when possible
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        return lut_forward(self.native_model(), x2, self.d_model).view(x.shape)
+        x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, self.d_model).contiguous()
+        y = torch.empty(x.shape, dtype=torch.float32)  # (..., d), written by the kernel
+        model.forward(x2.data_ptr(), x2.shape[0], y.data_ptr(), torch.get_num_threads())
+        return y
+
+    def _use_native(self, x2: torch.Tensor) -> bool:
+        return super()._use_native(x2) and self.thresholds.dtype == torch.float32
 
     def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
         return lut_forward(self.native_model(), x2, self.d_model)
@@ -406,10 +412,13 @@ class LUTFFN(FFNLayer):
         return tuple((t.data_ptr(), t._version) for t in tensors)
 
     def native_model(self):
-        """The packed native network for the current parameters; repacked when any changes
-        (tracked by tensor version counters, so in-place optimiser steps are seen)."""
+        """The packed native network for the current parameters, or None when the native
+        module is missing or the parameters are not float32. Repacked when any parameter
+        changes (tracked by tensor version counters, so in-place optimiser steps are seen)."""
         key = self._state_key()
         if key != self._packed_key:
+            if not ops.native_available() or self.thresholds.dtype != torch.float32:
+                return None
             for layer in self.layers:
                 layer.sync_mapping()
             with torch.no_grad():
