@@ -81,10 +81,10 @@ class _LUTFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bits, table, mapping):
         addr = _addresses(bits, mapping)  # (N, out) uint8
-        values = table.take(_flat_index(addr, table.shape[1]))  # (N, out)
+        values = table.gather(1, addr.t().long())  # (out, N); gather stays serial for small sizes
         ctx.save_for_backward(addr, table, mapping)
         ctx.in_features = bits.shape[1]
-        return (values > 0).to(bits.dtype)
+        return (values > 0).t().to(bits.dtype)  # (N, out)
 
     @staticmethod
     def backward(ctx, grad):
@@ -102,8 +102,9 @@ class _LUTFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             weights = efd_weights(table.to(grad.dtype))  # (n, out, 2^n), once per backward
             grad_bits = torch.zeros(grad.shape[0], ctx.in_features, dtype=grad.dtype)
+            addr_t = addr.t().long()  # (out, N)
             for l in range(mapping.shape[1]):
-                w = weights[l].take(flat)  # (N, out): one lookup per sample and LUT
+                w = weights[l].gather(1, addr_t).t()  # (N, out): one lookup per sample and LUT
                 grad_bits.index_add_(1, mapping[:, l], grad * w)
         return grad_bits, grad_table, None
 
@@ -235,8 +236,8 @@ class LUTLayer(nn.Module):
         """Hard path on booleans: (N, in) bool -> (N, out) bool."""
         self.sync_mapping()
         addr = _addresses(bits, self.mapping)  # (N, out)
-        values = self.table.detach().take(_flat_index(addr, self.table.shape[1]))  # (N, out)
-        return values > 0
+        values = self.table.detach().gather(1, addr.t().long())  # (out, N)
+        return (values > 0).t()
 
     def extra_repr(self) -> str:
         return (
