@@ -8,7 +8,7 @@ and ``layer.reference(x)`` the pure-PyTorch specification of that path.
 from importlib.metadata import PackageNotFoundError, version
 
 from liteffn.cost import Cost
-from liteffn.layers import DenseFFN, FastFeedForward
+from liteffn.layers import LUTFFN, DenseFFN, FastFeedForward
 from liteffn.ops import native_available
 
 try:
@@ -17,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "LUTFFN",
     "Cost",
     "DenseFFN",
     "FastFeedForward",

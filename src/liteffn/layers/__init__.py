@@ -3,5 +3,6 @@
 from liteffn.layers.base import FFNLayer
 from liteffn.layers.dense import DenseFFN
 from liteffn.layers.fff import FastFeedForward
+from liteffn.layers.lut import LUTFFN
 
-__all__ = ["DenseFFN", "FFNLayer", "FastFeedForward"]
+__all__ = ["LUTFFN", "DenseFFN", "FFNLayer", "FastFeedForward"]
