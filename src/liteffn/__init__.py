@@ -8,7 +8,7 @@ and ``layer.reference(x)`` the pure-PyTorch specification of that path.
 from importlib.metadata import PackageNotFoundError, version
 
 from liteffn.cost import Cost
-from liteffn.layers import DenseFFN
+from liteffn.layers import DenseFFN, LookupFFN
 from liteffn.ops import native_available
 
 try:
@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree without an install
 __all__ = [
     "Cost",
     "DenseFFN",
+    "LookupFFN",
     "__version__",
     "native_available",
 ]

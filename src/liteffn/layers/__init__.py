@@ -2,5 +2,6 @@
 
 from liteffn.layers.base import FFNLayer
 from liteffn.layers.dense import DenseFFN
+from liteffn.layers.lookup import LookupFFN
 
-__all__ = ["DenseFFN", "FFNLayer"]
+__all__ = ["DenseFFN", "FFNLayer", "LookupFFN"]
