@@ -8,7 +8,7 @@ and ``layer.reference(x)`` the pure-PyTorch specification of that path.
 from importlib.metadata import PackageNotFoundError, version
 
 from liteffn.cost import Cost
-from liteffn.layers import LUTFFN, DenseFFN, FastFeedForward
+from liteffn.layers import LUTFFN, DenseFFN, FastFeedForward, LookupFFN
 from liteffn.ops import native_available
 
 try:
@@ -21,6 +21,7 @@ __all__ = [
     "Cost",
     "DenseFFN",
     "FastFeedForward",
+    "LookupFFN",
     "__version__",
     "native_available",
 ]
