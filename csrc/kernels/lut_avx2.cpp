@@ -17,19 +17,21 @@ namespace {
 
 constexpr int64_t kBlock = 256;
 
-// node<L>(k): the sub-table of addresses whose bits L.. equal k (see lut_scalar.cpp).
+// node<L>(k): the sub-table of addresses whose bits L.. equal k (see lut_scalar.cpp). Leaves
+// sit at L = 2: each 4-entry slice of the table is one of the 16 functions of (w0, w1), all
+// precomputed per LUT, so a leaf is one load.
 template <int L>
 struct MuxV {
-  static inline __m256i node(uint64_t table, const __m256i* w, const __m256i* pick, uint64_t k) {
-    const __m256i lo = MuxV<L - 1>::node(table, w, pick, 2 * k);
-    const __m256i hi = MuxV<L - 1>::node(table, w, pick, 2 * k + 1);
+  static inline __m256i node(uint64_t table, const __m256i* w, const __m256i* f16, uint64_t k) {
+    const __m256i lo = MuxV<L - 1>::node(table, w, f16, 2 * k);
+    const __m256i hi = MuxV<L - 1>::node(table, w, f16, 2 * k + 1);
     return _mm256_xor_si256(lo, _mm256_and_si256(_mm256_xor_si256(lo, hi), w[L - 1]));
   }
 };
 template <>
-struct MuxV<1> {
-  static inline __m256i node(uint64_t table, const __m256i*, const __m256i* pick, uint64_t k) {
-    return pick[(table >> (2 * k)) & 3u];
+struct MuxV<2> {
+  static inline __m256i node(uint64_t table, const __m256i*, const __m256i* f16, uint64_t k) {
+    return f16[(table >> (4 * k)) & 15u];
   }
 };
 
@@ -38,8 +40,22 @@ inline __m256i lut_vec(uint64_t table, const __m256i* in, const int32_t* map) {
   __m256i w[N];
   for (int l = 0; l < N; ++l) w[l] = _mm256_load_si256(in + map[l]);
   const __m256i ones = _mm256_set1_epi32(-1);
-  const __m256i pick[4] = {_mm256_setzero_si256(), _mm256_xor_si256(w[0], ones), w[0], ones};
-  return MuxV<N>::node(table, w, pick, 0);
+  if constexpr (N == 1) {
+    const __m256i pick[4] = {_mm256_setzero_si256(), _mm256_xor_si256(w[0], ones), w[0], ones};
+    return pick[table & 3u];
+  } else {
+    // Minterm a of (w0, w1) is set where the two low address bits equal a (a = w0 + 2*w1).
+    const __m256i m[4] = {_mm256_andnot_si256(w[0], _mm256_xor_si256(w[1], ones)),
+                          _mm256_andnot_si256(w[1], w[0]), _mm256_andnot_si256(w[0], w[1]),
+                          _mm256_and_si256(w[0], w[1])};
+    __m256i f16[16];  // f16[idx] = OR of minterms a with bit a of idx set
+    f16[0] = _mm256_setzero_si256();
+    for (int idx = 1; idx < 16; ++idx) {
+      const int low = __builtin_ctz(static_cast<unsigned>(idx));
+      f16[idx] = _mm256_or_si256(f16[idx & (idx - 1)], m[low]);
+    }
+    return MuxV<N>::node(table, w, f16, 0);
+  }
 }
 
 struct Scratch {
