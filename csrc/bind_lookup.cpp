@@ -81,7 +81,6 @@ void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uint
                             uintptr_t grad_rows, uintptr_t row_index, bool f64, int threads) {
   check_tables(h, tau, d, "lookup_gather_backward");
   require(n >= 0, "lookup_gather_backward: need n >= 0");
-  if (n == 0) return;
   const int64_t rows = int64_t{1} << tau;
   const auto* c = reinterpret_cast<const int32_t*>(codes);
   const auto* ri = reinterpret_cast<const int64_t*>(row_index);

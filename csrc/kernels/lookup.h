@@ -49,10 +49,11 @@ void lookup_gather_avx2(const int32_t* codes, const float* scores, const float* 
 
 // Training backward of the gather, given g = dL/dy (n, d):
 //   grad_scores (n, h) (nullable): grad_scores[n, k] = <g[n], tables[k, codes[n, k]]>;
-//   grad_rows (nullable), accumulated into (not cleared): for every (n, k) in token order,
+//   grad_rows (nullable): for every (n, k) in token order,
 //     grad_rows[row(n, k)] += scores[n, k] * g[n], with row(n, k) = row_index[n * h + k] when
 //     row_index is given (sparse gradients; rows of table k must be disjoint from other
-//     tables' rows) else k * rows + codes[n, k] (a dense (h, rows, d) gradient).
+//     tables' rows; grad_rows is accumulated into, not cleared) else k * rows + codes[n, k]
+//     (a dense (h, rows, d) gradient, zeroed first by the kernel).
 // Work is split by table, so the sums are deterministic and race-free.
 template <typename T>
 void lookup_gather_backward_scalar(const T* g, const int32_t* codes, const T* scores,

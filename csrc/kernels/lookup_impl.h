@@ -215,27 +215,25 @@ void gather_impl(const int32_t* codes, const T* scores, const T* tables, int64_t
 }
 
 // Training backward, split by table (see lookup.h): deterministic, no two threads share a row.
+// Tables outer, tokens inner: table q's rows and gradient rows stay in L2 while g streams by.
+// A dense gradient (no row_index) is zeroed here by the thread that owns the rows.
 template <class Ops, typename T>
 void gather_backward_impl(const T* g, const int32_t* codes, const T* scores, const T* tables,
                           int64_t n, int64_t h, int64_t rows, int64_t d, T* grad_scores,
                           T* grad_rows, const int64_t* row_index, int threads) {
-  if (n <= 0) return;
-  const int64_t token_tile = std::max<int64_t>(16, (int64_t{1} << 18) / (d * sizeof(T)));
   threads = clamp_threads(threads, h);
 #pragma omp parallel num_threads(threads)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t q0 = h * id / nt, q1 = h * (id + 1) / nt;  // this thread's tables
-    for (int64_t t0 = 0; t0 < n; t0 += token_tile) {  // g tile stays in cache across tables
-      const int64_t t1 = std::min(n, t0 + token_tile);
-      for (int64_t q = q0; q < q1; ++q) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t c = codes[t * h + q];
-          if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
-          if (grad_rows) {
-            const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
-            Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);
-          }
+    if (grad_rows && !row_index) std::fill(grad_rows + q0 * rows * d, grad_rows + q1 * rows * d, T(0));
+    for (int64_t q = q0; q < q1; ++q) {
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t c = codes[t * h + q];
+        if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
+        if (grad_rows) {
+          const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
+          Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);
         }
       }
     }

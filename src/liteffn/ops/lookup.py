@@ -90,7 +90,7 @@ class _GatherAccumulate(torch.autograd.Function):
             grad_rows = tables.new_zeros(uniq.numel(), d)  # (U, d)
             row_index = inv.contiguous()  # (n, h) int64 into grad_rows
         elif need_t:
-            grad_t = torch.zeros_like(tables)
+            grad_t = hugepage_empty(tuple(tables.shape), tables.dtype)  # zeroed by the kernel
             grad_rows = grad_t
         if grad_s is not None or grad_rows is not None:
             ops.native().lookup_gather_backward(
