@@ -195,6 +195,40 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   }
 }
 
+// Training gather from packed tables (chunk-major, as the inference kernel): the table-major
+// loop of gather_tile over tiles of tokens, for big batches where reading rows straight from
+// the (h, rows, d) parameter would be DRAM-bound. codes/scores (n, h), y (n, d) overwritten.
+template <class Ops>
+void gather_packed_impl(const int32_t* codes, const float* scores, const void* packed, bool bf16,
+                        int64_t n, const LookupDims& k, float* y, int threads) {
+  if (n <= 0) return;
+  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
+  const int64_t per_thread = (n + threads - 1) / threads;
+  const int64_t tile = std::min(kTableMajorTile, per_thread);
+  const int64_t tiles = (n + tile - 1) / tile, h = k.h;
+  const int64_t groups = (h + kGroup - 1) / kGroup;
+  threads = clamp_threads(threads, tiles);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> sc(groups * tile * kGroup, 0.0f), ybuf(tile * kChunk), zeros(k.d, 0.0f);
+    std::vector<int32_t> cc(groups * tile * kGroup, 0);
+    std::vector<int64_t> offs(h);
+    std::vector<float> sbuf(h);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+      for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, kGroup), codes * kChunk
+        for (int64_t q = 0; q < h; ++q) {
+          const int64_t at = ((q / kGroup) * m + t) * kGroup + q % kGroup;
+          cc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
+          sc[at] = scores[(t0 + t) * h + q];
+        }
+      gather_tile<Ops>(cc.data(), sc.data(), m, k, packed, bf16, zeros.data(), y + t0 * k.d,
+                       true, ybuf.data(), offs.data(), sbuf.data());
+    }
+  }
+}
+
 // Training gather: y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k]], split by token.
 template <class Ops, typename T>
 void gather_impl(const int32_t* codes, const T* scores, const T* tables, int64_t n, int64_t h,
