@@ -74,6 +74,29 @@ void lookup_gather(uintptr_t codes, uintptr_t scores, uintptr_t tables, int64_t 
   }
 }
 
+// codes (n, h) i32, scores (n, h) f32, packed tables (h, ceil(d/64), 2^tau, 64), y (n, d).
+void lookup_gather_packed(uintptr_t codes, uintptr_t scores, uintptr_t packed, bool bf16,
+                          int64_t n, int64_t h, int64_t tau, int64_t d, uintptr_t y, int threads) {
+  check_tables(h, tau, d, "lookup_gather_packed");
+  require(n >= 0, "lookup_gather_packed: need n >= 0");
+  if (n == 0) return;
+  LookupDims k;
+  k.d = d, k.h = h, k.tau = tau, k.P = h * tau;
+  const auto* c = reinterpret_cast<const int32_t*>(codes);
+  const auto* s = reinterpret_cast<const float*>(scores);
+  const void* p = reinterpret_cast<const void*>(packed);
+  auto* yp = reinterpret_cast<float*>(y);
+  if (use_avx2()) lookup_gather_packed_avx2(c, s, p, bf16, n, k, yp, threads);
+  else lookup_gather_packed_scalar(c, s, p, bf16, n, k, yp, threads);
+}
+
+// tables (h, 2^tau, d) f32 -> dst (h, ceil(d/64), 2^tau, 64) f32.
+void lookup_pack(uintptr_t tables, int64_t h, int64_t tau, int64_t d, uintptr_t dst, int threads) {
+  check_tables(h, tau, d, "lookup_pack");
+  lookup_pack_tables(reinterpret_cast<const float*>(tables), h, int64_t{1} << tau, d,
+                     reinterpret_cast<float*>(dst), threads);
+}
+
 // g (n, d); grad_scores (n, h) or 0; grad_rows (h * 2^tau, d) or (U, d) with row_index (n, h)
 // int64, or 0 (see kernels/lookup.h).
 void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uintptr_t tables,
@@ -81,7 +104,6 @@ void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uint
                             uintptr_t grad_rows, uintptr_t row_index, bool f64, int threads) {
   check_tables(h, tau, d, "lookup_gather_backward");
   require(n >= 0, "lookup_gather_backward: need n >= 0");
-  if (n == 0) return;
   const int64_t rows = int64_t{1} << tau;
   const auto* c = reinterpret_cast<const int32_t*>(codes);
   const auto* ri = reinterpret_cast<const int64_t*>(row_index);
@@ -114,6 +136,13 @@ const Registrar reg("lookup", [](py::module_& m) {
         py::arg("n"), py::arg("h"), py::arg("tau"), py::arg("d"), py::arg("y"), py::arg("f64"),
         py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
         "y = sum_k scores[:, k] * tables[k, codes[:, k]] (training forward of the gather).");
+  m.def("lookup_gather_packed", &lookup_gather_packed, py::arg("codes"), py::arg("scores"),
+        py::arg("packed"), py::arg("bf16"), py::arg("n"), py::arg("h"), py::arg("tau"),
+        py::arg("d"), py::arg("y"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+        "The training gather from chunk-major packed tables (table-major loop, big batches).");
+  m.def("lookup_pack", &lookup_pack, py::arg("tables"), py::arg("h"), py::arg("tau"),
+        py::arg("d"), py::arg("dst"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+        "Copy (h, 2^tau, d) float32 tables into the chunk-major packed layout.");
   m.def("lookup_gather_backward", &lookup_gather_backward, py::arg("g"), py::arg("codes"),
         py::arg("scores"), py::arg("tables"), py::arg("n"), py::arg("h"), py::arg("tau"),
         py::arg("d"), py::arg("grad_scores"), py::arg("grad_rows"), py::arg("row_index"),

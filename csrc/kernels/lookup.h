@@ -47,12 +47,27 @@ void lookup_gather_scalar(const int32_t* codes, const T* scores, const T* tables
 void lookup_gather_avx2(const int32_t* codes, const float* scores, const float* tables, int64_t n,
                         int64_t h, int64_t rows, int64_t d, float* y, int threads);
 
+// The same gather from tables packed chunk-major (h, nc, rows, 64) as for lookup_forward_*
+// (float32 or bfloat16 bits): table-major over tiles of tokens, for big batches.
+void lookup_gather_packed_scalar(const int32_t* codes, const float* scores, const void* packed,
+                                 bool bf16, int64_t n, const LookupDims& dims, float* y,
+                                 int threads);
+void lookup_gather_packed_avx2(const int32_t* codes, const float* scores, const void* packed,
+                               bool bf16, int64_t n, const LookupDims& dims, float* y,
+                               int threads);
+
+// tables (h, rows, d) float32 -> dst (h, ceil(d/64), rows, 64) float32 chunk-major, columns
+// past d zero (the packed layout above); split by table across threads.
+void lookup_pack_tables(const float* tables, int64_t h, int64_t rows, int64_t d, float* dst,
+                        int threads);
+
 // Training backward of the gather, given g = dL/dy (n, d):
 //   grad_scores (n, h) (nullable): grad_scores[n, k] = <g[n], tables[k, codes[n, k]]>;
-//   grad_rows (nullable), accumulated into (not cleared): for every (n, k) in token order,
+//   grad_rows (nullable): for every (n, k) in token order,
 //     grad_rows[row(n, k)] += scores[n, k] * g[n], with row(n, k) = row_index[n * h + k] when
 //     row_index is given (sparse gradients; rows of table k must be disjoint from other
-//     tables' rows) else k * rows + codes[n, k] (a dense (h, rows, d) gradient).
+//     tables' rows; grad_rows is accumulated into, not cleared) else k * rows + codes[n, k]
+//     (a dense (h, rows, d) gradient, zeroed first by the kernel).
 // Work is split by table, so the sums are deterministic and race-free.
 template <typename T>
 void lookup_gather_backward_scalar(const T* g, const int32_t* codes, const T* scores,

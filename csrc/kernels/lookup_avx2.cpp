@@ -172,6 +172,12 @@ struct Avx2Ops {
 
 }  // namespace
 
+void lookup_gather_packed_avx2(const int32_t* codes, const float* scores, const void* packed,
+                               bool bf16, int64_t n, const LookupDims& dims, float* y,
+                               int threads) {
+  gather_packed_impl<Avx2Ops>(codes, scores, packed, bf16, n, dims, y, threads);
+}
+
 void lookup_forward_avx2(const float* x, int64_t n, const LookupDims& dims, const float* wt,
                          const float* pbias, const void* tables, bool tables_bf16,
                          const float* bias, float* y, int order, int threads) {

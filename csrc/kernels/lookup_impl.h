@@ -195,6 +195,40 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   }
 }
 
+// Training gather from packed tables (chunk-major, as the inference kernel): the table-major
+// loop of gather_tile over tiles of tokens, for big batches where reading rows straight from
+// the (h, rows, d) parameter would be DRAM-bound. codes/scores (n, h), y (n, d) overwritten.
+template <class Ops>
+void gather_packed_impl(const int32_t* codes, const float* scores, const void* packed, bool bf16,
+                        int64_t n, const LookupDims& k, float* y, int threads) {
+  if (n <= 0) return;
+  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
+  const int64_t per_thread = (n + threads - 1) / threads;
+  const int64_t tile = std::min(kTableMajorTile, per_thread);
+  const int64_t tiles = (n + tile - 1) / tile, h = k.h;
+  const int64_t groups = (h + kGroup - 1) / kGroup;
+  threads = clamp_threads(threads, tiles);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> sc(groups * tile * kGroup, 0.0f), ybuf(tile * kChunk), zeros(k.d, 0.0f);
+    std::vector<int32_t> cc(groups * tile * kGroup, 0);
+    std::vector<int64_t> offs(h);
+    std::vector<float> sbuf(h);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+      for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, kGroup), codes * kChunk
+        for (int64_t q = 0; q < h; ++q) {
+          const int64_t at = ((q / kGroup) * m + t) * kGroup + q % kGroup;
+          cc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
+          sc[at] = scores[(t0 + t) * h + q];
+        }
+      gather_tile<Ops>(cc.data(), sc.data(), m, k, packed, bf16, zeros.data(), y + t0 * k.d,
+                       true, ybuf.data(), offs.data(), sbuf.data());
+    }
+  }
+}
+
 // Training gather: y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k]], split by token.
 template <class Ops, typename T>
 void gather_impl(const int32_t* codes, const T* scores, const T* tables, int64_t n, int64_t h,
@@ -215,27 +249,25 @@ void gather_impl(const int32_t* codes, const T* scores, const T* tables, int64_t
 }
 
 // Training backward, split by table (see lookup.h): deterministic, no two threads share a row.
+// Tables outer, tokens inner: table q's rows and gradient rows stay in L2 while g streams by.
+// A dense gradient (no row_index) is zeroed here by the thread that owns the rows.
 template <class Ops, typename T>
 void gather_backward_impl(const T* g, const int32_t* codes, const T* scores, const T* tables,
                           int64_t n, int64_t h, int64_t rows, int64_t d, T* grad_scores,
                           T* grad_rows, const int64_t* row_index, int threads) {
-  if (n <= 0) return;
-  const int64_t token_tile = std::max<int64_t>(16, (int64_t{1} << 18) / (d * sizeof(T)));
   threads = clamp_threads(threads, h);
 #pragma omp parallel num_threads(threads)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t q0 = h * id / nt, q1 = h * (id + 1) / nt;  // this thread's tables
-    for (int64_t t0 = 0; t0 < n; t0 += token_tile) {  // g tile stays in cache across tables
-      const int64_t t1 = std::min(n, t0 + token_tile);
-      for (int64_t q = q0; q < q1; ++q) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t c = codes[t * h + q];
-          if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
-          if (grad_rows) {
-            const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
-            Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);
-          }
+    if (grad_rows && !row_index) std::fill(grad_rows + q0 * rows * d, grad_rows + q1 * rows * d, T(0));
+    for (int64_t q = q0; q < q1; ++q) {
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t c = codes[t * h + q];
+        if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
+        if (grad_rows) {
+          const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
+          Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);
         }
       }
     }

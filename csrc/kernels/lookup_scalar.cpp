@@ -1,4 +1,5 @@
 // Portable LookupFFN kernels (x86-64 baseline; the compiler may auto-vectorise the loops).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -60,6 +61,29 @@ struct ScalarOps {
 };
 
 }  // namespace
+
+void lookup_pack_tables(const float* tables, int64_t h, int64_t rows, int64_t d, float* dst,
+                        int threads) {
+  const int64_t nc = (d + kChunk - 1) / kChunk;
+  threads = clamp_threads(threads, h);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < h; ++q) {
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t len = std::min(kChunk, d - c * kChunk);
+      float* out = dst + (q * nc + c) * rows * kChunk;  // (rows, kChunk) block of table q
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(out + r * kChunk, tables + (q * rows + r) * d + c * kChunk, sizeof(float) * len);
+        std::fill(out + r * kChunk + len, out + (r + 1) * kChunk, 0.0f);
+      }
+    }
+  }
+}
+
+void lookup_gather_packed_scalar(const int32_t* codes, const float* scores, const void* packed,
+                                 bool bf16, int64_t n, const LookupDims& dims, float* y,
+                                 int threads) {
+  gather_packed_impl<ScalarOps>(codes, scores, packed, bf16, n, dims, y, threads);
+}
 
 void lookup_forward_scalar(const float* x, int64_t n, const LookupDims& dims, const float* wt,
                            const float* pbias, const void* tables, bool tables_bf16,

@@ -93,6 +93,20 @@ CASES: dict[str, BenchCase] = {
             2048,
         ),
         BenchCase(
+            "lookup-bf16",
+            "liteffn.layers.lookup:LookupFFN",
+            {
+                "d_model": 512,
+                "num_tables": 128,
+                "table_bits": 8,
+                "projection": "bh4",
+                "block_size": 64,
+                "table_dtype": torch.bfloat16,
+            },
+            512,
+            2048,
+        ),
+        BenchCase(
             "lut",
             "liteffn.layers.lut:LUTFFN",
             {

@@ -86,3 +86,17 @@ def test_pack_tables_layout_and_hugepage_buffer():
     assert big.shape == (1024, 1024) and big.data_ptr() % (2 << 20) == 0
     big.fill_(1.0)
     assert float(big.sum()) == 1024 * 1024
+
+
+def test_empty_batch_gives_zero_table_gradient():
+    scores, codes, tables = _inputs(0, 3, 2, 5)
+    tables.requires_grad_()
+    lookup_ops.gather_accumulate(scores, codes, tables).sum().backward()
+    assert tables.grad.shape == tables.shape and not tables.grad.any()
+
+
+def test_big_batch_gather_through_packed_tables(isa):
+    n = lookup_ops.PACKED_GATHER_MIN + 77  # the packed, table-major training gather
+    scores, codes, tables = _inputs(n, 10, 5, 70)
+    got = lookup_ops.gather_accumulate(scores, codes, tables)
+    assert_kernel_close(got, lookup_ops.gather_reference(scores, codes, tables), what=isa)

@@ -42,6 +42,7 @@ class LookupFFN(FFNLayer):
         projection: "bh4" (``BH4Projection``) or "dense" (one ``nn.Linear(d_model, h * tau)``).
         block_size: BH4 block size, a power of two dividing the padded width.
         sparse_grad: return the ``tables`` gradient as a sparse COO tensor over touched rows.
+        table_dtype: inference storage of the tables, float32 or bfloat16 (``set_table_dtype``).
 
     Parameters: ``proj`` (the projection), ``tables`` (h, 2^tau, d_model), ``bias`` (d_model,).
 
@@ -62,6 +63,7 @@ class LookupFFN(FFNLayer):
         block_size: int = 64,
         *,
         sparse_grad: bool = False,
+        table_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if d_model < 1 or num_tables < 1:
@@ -85,8 +87,8 @@ class LookupFFN(FFNLayer):
             torch.randn(num_tables, 2**table_bits, d_model) * (num_tables * table_bits) ** -0.5
         )  # (h, 2^tau, d_model)
         self.bias = nn.Parameter(torch.zeros(d_model))
-        self.table_dtype = torch.float32
-        self._packed: tuple | None = None  # (key, packed projection, inference tables)
+        self._packed: tuple | None = None  # (key, native call arguments, packed tensors)
+        self.set_table_dtype(table_dtype)
 
     # -- the map ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import threading
 
 import torch
 
@@ -28,6 +29,7 @@ __all__ = [
     "run_forward",
 ]
 
+PACKED_GATHER_MIN = 1024  # tokens from which the training gather packs the tables first
 _GATHER_CHUNK = 1024  # tokens per step of the reference gather: bounds the (chunk, h, d) rows
 
 
@@ -58,6 +60,19 @@ def _check_gather(scores: torch.Tensor, codes: torch.Tensor, tables: torch.Tenso
     check_tensor("gather: tables", tables, tables.dtype)
 
 
+_scratch = threading.local()
+
+
+def _packed_scratch(h: int, nc: int, rows: int) -> torch.Tensor:
+    """A per-thread reusable huge-page buffer (h, nc, rows, 64) for the packed training gather."""
+    shape = (h, nc, rows, TABLE_CHUNK)
+    buf = getattr(_scratch, "packed", None)
+    if buf is None or tuple(buf.shape) != shape:
+        buf = hugepage_empty(shape, torch.float32)
+        _scratch.packed = buf
+    return buf
+
+
 class _GatherAccumulate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, codes, tables, sparse):
@@ -67,10 +82,21 @@ class _GatherAccumulate(torch.autograd.Function):
         h, rows, d = tables.shape
         n = codes.shape[0]
         y = tables.new_empty(n, d)
-        ops.native().lookup_gather(
-            codes.data_ptr(), scores.data_ptr(), tables.data_ptr(), n, h,
-            rows.bit_length() - 1, d, y.data_ptr(), tables.dtype == torch.float64, threads(),
-        )  # fmt: skip
+        tau = rows.bit_length() - 1
+        if tables.dtype == torch.float32 and n >= PACKED_GATHER_MIN:
+            # big batch: re-lay the tables chunk-major once (h * rows * d copies) so the gather
+            # reads each table from cache instead of random rows from DRAM
+            packed = _packed_scratch(h, -(-d // TABLE_CHUNK), rows)
+            ops.native().lookup_pack(tables.data_ptr(), h, tau, d, packed.data_ptr(), threads())
+            ops.native().lookup_gather_packed(
+                codes.data_ptr(), scores.data_ptr(), packed.data_ptr(), False, n, h, tau, d,
+                y.data_ptr(), threads(),
+            )  # fmt: skip
+        else:
+            ops.native().lookup_gather(
+                codes.data_ptr(), scores.data_ptr(), tables.data_ptr(), n, h, tau, d,
+                y.data_ptr(), tables.dtype == torch.float64, threads(),
+            )  # fmt: skip
         ctx.save_for_backward(scores, codes, tables)
         ctx.sparse = sparse
         return y
@@ -90,7 +116,7 @@ class _GatherAccumulate(torch.autograd.Function):
             grad_rows = tables.new_zeros(uniq.numel(), d)  # (U, d)
             row_index = inv.contiguous()  # (n, h) int64 into grad_rows
         elif need_t:
-            grad_t = torch.zeros_like(tables)
+            grad_t = hugepage_empty(tuple(tables.shape), tables.dtype)  # zeroed by the kernel
             grad_rows = grad_t
         if grad_s is not None or grad_rows is not None:
             ops.native().lookup_gather_backward(
