@@ -12,14 +12,18 @@ Example:
 
 from liteffn.convert._convert import convert_, ffn_flops, lite_layers, record_of
 from liteffn.convert.handlers import HANDLERS, FFNSpec, Handler, handler_for
+from liteffn.convert.io import CheckpointError, from_pretrained, save_pretrained
 
 __all__ = [
     "HANDLERS",
+    "CheckpointError",
     "FFNSpec",
     "Handler",
     "convert_",
     "ffn_flops",
+    "from_pretrained",
     "handler_for",
     "lite_layers",
     "record_of",
+    "save_pretrained",
 ]
