@@ -11,6 +11,7 @@ Example:
 """
 
 from liteffn.convert._convert import convert_, ffn_flops, lite_layers, record_of
+from liteffn.convert.distill import distill_, make_batches
 from liteffn.convert.handlers import HANDLERS, FFNSpec, Handler, handler_for
 from liteffn.convert.io import CheckpointError, from_pretrained, save_pretrained
 
@@ -20,10 +21,12 @@ __all__ = [
     "FFNSpec",
     "Handler",
     "convert_",
+    "distill_",
     "ffn_flops",
     "from_pretrained",
     "handler_for",
     "lite_layers",
+    "make_batches",
     "record_of",
     "save_pretrained",
 ]

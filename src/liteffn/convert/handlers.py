@@ -72,6 +72,10 @@ class Handler:
     def install(self, block: nn.Module, lite: nn.Module) -> None:
         raise NotImplementedError
 
+    def entry(self, block: nn.Module) -> nn.Module:
+        """The module whose input is the FFN's input (the same slot before and after install)."""
+        raise NotImplementedError
+
     def lite(self, block: nn.Module) -> FFNLayer | None:
         raise NotImplementedError
 
@@ -109,6 +113,9 @@ class BertHandler(Handler):
     def dense(self, block):
         return _Seq(block.intermediate, block.output.dense)
 
+    def entry(self, block):
+        return block.intermediate
+
     def install(self, block, lite):
         block.intermediate = lite
         block.output.dense = nn.Identity()
@@ -142,6 +149,9 @@ class ViTHandler(BertHandler):
             return super().dense(block)
         return block.mlp
 
+    def entry(self, block):
+        return block.intermediate if self._mlp(block) is None else block.mlp
+
     def install(self, block, lite):
         if self._mlp(block) is None:
             return super().install(block, lite)
@@ -164,6 +174,9 @@ class _MLPHandler(Handler):
         raise NotImplementedError
 
     def dense(self, block):
+        return block.mlp
+
+    def entry(self, block):
         return block.mlp
 
     def lite(self, block):
@@ -206,6 +219,9 @@ class GPT2Handler(_MLPHandler):
 
     def dense(self, block):
         return _Seq(block.mlp.c_fc, block.mlp.act, block.mlp.c_proj)
+
+    def entry(self, block):
+        return block.mlp.c_fc
 
     def lite(self, block):
         return block.mlp.c_fc if isinstance(block.mlp.c_fc, FFNLayer) else None
