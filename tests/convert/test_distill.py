@@ -39,8 +39,8 @@ def test_layerwise_fit_reduces_error(arch, sequential):
     teacher, student = _pair(arch)
     err0 = _out_err(student, teacher, arch)
     rep = distill_(
-        student, teacher, _calib(arch), layer_steps=100, layer_lr=1e-2, token_batch=256, progress=False,
-        sequential=sequential,
+        student, teacher, _calib(arch), layer_steps=100, layer_lr=1e-2, token_batch=256,
+        progress=False, sequential=sequential,
     )  # fmt: skip
     assert len(rep["layers"]) == 2
     for r in rep["layers"].values():
