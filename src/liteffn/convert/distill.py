@@ -4,8 +4,8 @@
    those inputs, then fit the lite layer by MSE. ``sequential=True`` (default) records layer
    ``i``'s inputs from the student with layers ``< i`` already fitted, so each layer learns to
    work on the inputs it will really get; ``False`` records every layer in one teacher pass.
-2. Optionally end to end: the student's final hidden states (or logits, KL) against the
-   teacher's, with the rest of the model frozen (default) or trainable.
+2. Optionally end to end: the student's final hidden states (per-token cosine + relative MSE)
+   or logits (KL) against the teacher's, with the rest of the model frozen (default) or trainable.
 
 Resumable: with ``checkpoint`` set, progress is saved after every layer and every
 ``save_every`` end-to-end steps, and a rerun continues where it stopped. Under ``torchrun`` the
@@ -169,8 +169,11 @@ def _fit_layer(
 ) -> tuple[float, float]:
     """Fit ``lite`` to map x -> y (both (N, d)) by MSE with Adam and a cosine schedule; returns
     the relative MSE (||lite(x) - y||^2 / ||y - mean(y)||^2) before and after."""
-    if hasattr(lite, "calibrate"):  # e.g. thermometer thresholds fitted to the data
-        lite.calibrate(x)
+    for hook in ("calibrate", "fit"):  # data-dependent init, e.g. LUTFFN's thermometer thresholds
+        if callable(getattr(lite, hook, None)):
+            lite.train()
+            getattr(lite, hook)(x)
+            break
     var = ((y - y.mean(0)) ** 2).mean().clamp_min(1e-12)
 
     def rel_err() -> float:
@@ -184,7 +187,8 @@ def _fit_layer(
 
     before = rel_err()
     params = [p for p in lite.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    groups = lite.param_groups(lr) if callable(getattr(lite, "param_groups", None)) else params
+    opt = torch.optim.Adam(groups, lr=lr)  # a layer may ask for per-group rates (LUT tables)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0)))
     )
@@ -235,8 +239,9 @@ def _end_to_end(
             loss = F.kl_div(
                 F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="none"
             ).sum(-1)  # (B, T)
-        else:
-            loss = ((s - t) ** 2).mean(-1) / t.var().clamp_min(1e-12)  # (B, T)
+        else:  # per token: scale-free direction error plus MSE relative to the teacher's variance
+            cos = F.cosine_similarity(s, t, dim=-1)  # (B, T)
+            loss = (1 - cos) + ((s - t) ** 2).mean(-1) / t.var().clamp_min(1e-12)
         loss = (loss * mask).sum() / mask.sum() if mask is not None else loss.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
