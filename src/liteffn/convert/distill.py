@@ -167,14 +167,18 @@ def _fit_layer(
     desc: str,
     show: bool,
 ) -> tuple[float, float]:
-    """Fit ``lite`` to map x -> y (both (N, d)) by MSE with Adam and a cosine schedule; returns
-    the relative MSE (||lite(x) - y||^2 / ||y - mean(y)||^2) before and after."""
+    """Fit ``lite`` to map x -> y (both (N, d)) by weighted MSE with Adam and a cosine schedule;
+    returns the relative MSE (||lite(x) - y||^2 / ||y - mean(y)||^2) before and after."""
     for hook in ("calibrate", "fit"):  # data-dependent init, e.g. LUTFFN's thermometer thresholds
         if callable(getattr(lite, hook, None)):
             lite.train()
             getattr(lite, hook)(x)
             break
-    var = ((y - y.mean(0)) ** 2).mean().clamp_min(1e-12)
+    var_j = ((y - y.mean(0)) ** 2).mean(0).clamp_min(1e-12)  # (d,) per output dimension
+    var = var_j.mean()
+    # Transformer FFN outputs often put most of their variance in a few outlier dimensions; half
+    # the loss weighs every dimension by its own variance so the others are fitted too.
+    weight = (0.5 / var + 0.5 / var_j) / len(var_j)  # (d,)
 
     def rel_err() -> float:
         lite.eval()
@@ -197,13 +201,13 @@ def _fit_layer(
     bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, mininterval=1.0)
     for _ in bar:
         idx = torch.randint(0, len(x), (min(token_batch, len(x)),), generator=g)
-        loss = F.mse_loss(lite(x[idx]), y[idx]) / var
+        loss = ((lite(x[idx]) - y[idx]) ** 2 * weight).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _average_grads(params, world)
         opt.step()
         sched.step()
-        bar.set_postfix(rel_mse=f"{loss.item():.4f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     after = rel_err()
     return before, after
 
