@@ -8,7 +8,7 @@ and ``layer.reference(x)`` the pure-PyTorch specification of that path.
 from importlib.metadata import PackageNotFoundError, version
 
 from liteffn.cost import Cost
-from liteffn.layers import DenseFFN
+from liteffn.layers import LUTFFN, DenseFFN, FastFeedForward, LookupFFN
 from liteffn.ops import native_available
 
 try:
@@ -30,8 +30,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "LUTFFN",
     "Cost",
     "DenseFFN",
+    "FastFeedForward",
+    "LookupFFN",
     "__version__",
     "convert_",
     "distill_",
