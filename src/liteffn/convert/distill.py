@@ -155,6 +155,41 @@ def _record_inputs(
 # -- fitting --------------------------------------------------------------------------------
 
 
+# Parameters through which each family's output is linear, last dim = d_model: scaling them
+# along that dim scales output channels; and the output bias, if the layer has one.
+_OUTPUT_PARAMS = {
+    "FastFeedForward": (("w_out",), "b_out"),
+    "LookupFFN": (("tables",), "bias"),
+    "LUTFFN": (("scale",), "shift"),
+    "DenseFFN": (("fc2.weight",), "fc2.bias"),
+}
+
+
+@torch.no_grad()
+def _match_output_scale(lite: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Rescale a freshly built layer's output channels to the target's spread and mean, so the
+    fit starts at the right scale (FFN outputs of a pretrained model differ a lot between models
+    and channels)."""
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    if not names:
+        return
+    lite.eval()
+    n = min(len(x), 8192)
+    yh = lite(x[:n])  # (n, d)
+    alpha = y[:n].std(0) / yh.std(0).clamp_min(1e-12)  # (d,)
+    alpha = torch.where(torch.isfinite(alpha), alpha, torch.ones_like(alpha))
+    params = dict(lite.named_parameters())
+    for name in names:
+        p = params[name]
+        if name == "fc2.weight":  # nn.Linear stores (out, in): output channels are rows
+            p.mul_(alpha.unsqueeze(1))
+        else:
+            p.mul_(alpha)  # (..., d) * (d,)
+    bias = params.get(bias_name) if bias_name else None
+    if bias is not None:
+        bias.add_(y[:n].mean(0) - (alpha * yh).mean(0))
+
+
 def _fit_layer(
     lite: nn.Module,
     x: torch.Tensor,
@@ -174,6 +209,7 @@ def _fit_layer(
             lite.train()
             getattr(lite, hook)(x)
             break
+    _match_output_scale(lite, x, y)
     var_j = ((y - y.mean(0)) ** 2).mean(0).clamp_min(1e-12)  # (d,) per output dimension
     var = var_j.mean()
     # Transformer FFN outputs often put most of their variance in a few outlier dimensions; half
