@@ -209,6 +209,13 @@ def _fit_layer(
             lite.train()
             getattr(lite, hook)(x)
             break
+    # Fit in normalised units (Adam's step size is absolute, and FFN outputs range from 1e-4 in
+    # a fresh model to 1e2 in outlier channels), then fold the scale into the output parameters.
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    has_bias = bias_name is not None and dict(lite.named_parameters()).get(bias_name) is not None
+    sigma = float(y.std().clamp_min(1e-12)) if names else 1.0
+    mu = y.mean(0) if has_bias else torch.zeros_like(y[0])  # (d,)
+    y = (y - mu) / sigma
     _match_output_scale(lite, x, y)
     var_j = ((y - y.mean(0)) ** 2).mean(0).clamp_min(1e-12)  # (d,) per output dimension
     var = var_j.mean()
@@ -216,7 +223,7 @@ def _fit_layer(
     # the loss weighs every dimension by its own variance so the others are fitted too.
     weight = (0.5 / var + 0.5 / var_j) / len(var_j)  # (d,)
 
-    def rel_err() -> float:
+    def rel_err() -> float:  # scale-free, so the same in normalised and original units
         lite.eval()
         with torch.no_grad():
             err = sum(
@@ -245,7 +252,20 @@ def _fit_layer(
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     after = rel_err()
+    _fold_output(lite, sigma, mu)
     return before, after
+
+
+@torch.no_grad()
+def _fold_output(lite: nn.Module, sigma: float, mu: torch.Tensor) -> None:
+    """Turn a layer fitted to (y - mu) / sigma into one that outputs y."""
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    params = dict(lite.named_parameters())
+    for name in names:
+        params[name].mul_(sigma)
+    bias = params.get(bias_name) if bias_name else None
+    if bias is not None:
+        bias.mul_(sigma).add_(mu)
 
 
 def _end_to_end(
