@@ -35,18 +35,20 @@ WORDS = [
 ]
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path, monkeypatch):
+@pytest.fixture(params=["bert", "llama"])
+def tiny_model_dir(request, tmp_path, monkeypatch):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    cfg = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=160,
-    )  # fmt: skip
+    kw = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=64, max_position_embeddings=512)  # fmt: skip
     torch.manual_seed(0)
-    model_dir = tmp_path / "tiny-bert"
-    transformers.BertModel(cfg).save_pretrained(model_dir)
+    model_dir = tmp_path / f"tiny-{request.param}"
+    if request.param == "bert":
+        transformers.BertModel(transformers.BertConfig(**kw)).save_pretrained(model_dir)
+    else:
+        cfg = transformers.LlamaConfig(**kw, num_key_value_heads=2)
+        transformers.LlamaForCausalLM(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
 
     g = torch.Generator().manual_seed(0)
@@ -57,7 +59,7 @@ def tiny_model_dir(tmp_path, monkeypatch):
             for _ in range(n)
         ]
 
-    texts = {"train": sentences(40), "test": sentences(20)}
+    texts = {"train": sentences(40), "test": sentences(40)}
     from liteffn.data import news
 
     class Split:
@@ -80,13 +82,21 @@ def test_convert_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
     ])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
-    assert "FFN GFLOPs/token" in text and "mean embedding cosine" in text
-    assert "FFN FLOPs cut 4.0x (target >= 4x): met" in text
+    assert "FFN GFLOPs/token" in text and "FFN FLOPs cut 4.0x (target >= 4x): met" in text
     report = json.loads((out / "report.json").read_text())
-    assert report["config"] == {"kind": "dense", "d_ff": 16, "activation": "gelu"}
     assert report["reload_max_abs_diff"] == 0.0
-    assert 0 <= report["fidelity"]["embedding_cosine"] <= 1.0001
     assert set(report["speed"]) == {"original", "converted"}
+    if report["kind"] == "encoder":
+        assert report["config"] == {"kind": "dense", "d_ff": 16, "activation": "gelu"}
+        assert "mean embedding cosine" in text
+        assert 0 <= report["fidelity"]["embedding_cosine"] <= 1.0001
+        assert report["speed"]["converted"]["encode_32x128_s"] > 0
+    else:  # SwiGLU: 6·d·d_ff dense FLOPs, so a quarter is 4·d·24
+        assert report["config"] == {"kind": "dense", "d_ff": 24, "activation": "gelu"}
+        ppl = report["fidelity"]["perplexity"]
+        assert 1 < ppl["original"] < 1e4 and 1 < ppl["converted"] < 1e4
+        assert "held-out perplexity" in text and "decode tokens/s" in text
+        assert report["speed"]["converted"]["decode_tok_s"] > 0
     assert (out / "tokenizer.json").is_file() and (out / "liteffn.json").is_file()
     assert not (tmp_path / "converted.distill.pt").exists()  # the resume file is removed
 
