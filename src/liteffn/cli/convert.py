@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         effort=effort,
         layer_args=_layer_args(args.layer_arg),
         eval_texts=args.eval_texts,
+        eval_tokens=args.eval_tokens,
+        sequential=not args.teacher_forced,
         probe_train=args.probe_train,
         speed=not args.no_speed,
         speed_lock=args.speed_lock,
@@ -107,6 +109,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fix a layer config field, e.g. depth=3 or projection=dense (repeatable)",
     )
     p.add_argument("--eval-texts", type=int, default=512, help="held-out texts for the cosine")
+    p.add_argument(
+        "--eval-tokens", type=int, default=8192, help="held-out tokens for the perplexity"
+    )
+    p.add_argument(
+        "--teacher-forced",
+        action="store_true",
+        help="record every layer's inputs in one teacher pass (faster for deep models) instead "
+        "of layer by layer through the partly converted student",
+    )
     p.add_argument("--probe-train", type=int, default=600, help="articles to fit the probe on")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     add_common(p)

@@ -97,6 +97,7 @@ def convert_pretrained(
     speed_lock: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    sequential: bool = True,
 ) -> dict[str, Any]:
     """Convert ``model_name`` ("minilm", "smollm2" or a local path) with ``method`` at FFN
     FLOPs ``budget`` (e.g. "4x"), distil with ``effort``, save to ``out``, and measure."""
@@ -134,6 +135,7 @@ def convert_pretrained(
         token_batch=eff.token_batch,
         e2e_steps=eff.e2e_steps,
         e2e_lr=eff.e2e_lr,
+        sequential=sequential,
         checkpoint=Path(out).with_name(Path(out).name + ".distill.pt"),  # resumable
         progress=progress,
         seed=seed,
@@ -154,6 +156,7 @@ def convert_pretrained(
         "budget_cut": cut,
         "effort": asdict(eff),
         "threads": torch.get_num_threads(),
+        "sequential": sequential,
         "out": str(out),
     }
     dense_f, lite_f = ffn_flops(converted)
