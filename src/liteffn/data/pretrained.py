@@ -78,6 +78,12 @@ def _load_gguf(path: Path) -> tuple[torch.nn.Module, Any]:
     kw = {"gguf_file": path.name, "local_files_only": True}
     tokenizer = tf.AutoTokenizer.from_pretrained(path.parent, **kw)
     model = tf.AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    # The GGUF weights are dequantised to float32 on load: from here on it is a plain float32
+    # model (transformers would otherwise refuse .float() and save a GGUF quantisation config).
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.is_quantized = False
     return model, tokenizer
 
 
