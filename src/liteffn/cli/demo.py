@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         budget=args.budget,
         effort=DEMO_EFFORT,
+        eval_texts=256,
+        probe_train=400,
         speed=not args.no_speed,
         speed_lock=args.speed_lock,
         seed=args.seed,

@@ -43,7 +43,7 @@ class Effort:
 
 
 EFFORTS = {
-    "demo": Effort(calib_texts=256, layer_steps=300, e2e_steps=60),
+    "demo": Effort(calib_texts=256, layer_steps=200, e2e_steps=40),
     "quick": Effort(calib_texts=256, layer_steps=300, e2e_steps=0),
     "standard": Effort(calib_texts=1024, layer_steps=1000, e2e_steps=200),
     "full": Effort(calib_texts=4096, layer_steps=3000, e2e_steps=1000),
