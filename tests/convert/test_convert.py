@@ -148,3 +148,16 @@ def test_errors_name_what_was_expected():
     t5 = transformers.T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=1, num_heads=2)
     with pytest.raises(ValueError, match="model_type='t5'"):
         convert_(transformers.T5Model(t5), FFFConfig())
+
+
+def test_import_liteffn_stays_light_and_exports_the_verbs():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, liteffn; "
+        "assert 'transformers' not in sys.modules and 'liteffn.convert' not in sys.modules; "
+        "from liteffn import convert_, distill_, save_pretrained, from_pretrained; "
+        "import liteffn.convert as c; assert convert_ is c.convert_ and distill_ is c.distill_"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
