@@ -8,6 +8,9 @@ KERNEL_TESTS ?= tests/ops tests/layers
 setup:
 	@bash scripts/setup.sh
 
+demo: setup  ## convert the bundled MiniLM sentence encoder and report FLOPs, fidelity, speed
+	$(PY) -m liteffn demo
+
 bench: setup  ## the layer benchmark table (all available families vs dense)
 	$(PY) -m liteffn bench
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${LITEFFN_VENV:-.venv}
-extras=${LITEFFN_EXTRAS:-dev}
+extras=${LITEFFN_EXTRAS:-dev,hf}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"

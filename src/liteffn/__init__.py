@@ -16,6 +16,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
+_CONVERT = ("convert_", "distill_", "from_pretrained", "save_pretrained")
+
+
+def __getattr__(name: str):
+    # Conversion lives in liteffn.convert and is imported on first use, so `import liteffn`
+    # stays light (transformers is only needed by from_pretrained and the CLI).
+    if name in _CONVERT:
+        import liteffn.convert
+
+        return getattr(liteffn.convert, name)
+    raise AttributeError(f"module 'liteffn' has no attribute {name!r}")
+
+
 __all__ = [
     "LUTFFN",
     "Cost",
@@ -23,5 +36,9 @@ __all__ = [
     "FastFeedForward",
     "LookupFFN",
     "__version__",
+    "convert_",
+    "distill_",
+    "from_pretrained",
     "native_available",
+    "save_pretrained",
 ]

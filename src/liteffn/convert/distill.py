@@ -1,0 +1,455 @@
+"""``distill_``: fit the lite layers of a converted model to the dense FFNs of its teacher.
+
+1. Layer by layer: record each FFN's inputs on calibration data and the teacher FFN's outputs on
+   those inputs, then fit the lite layer by MSE. ``sequential=True`` (default) records layer
+   ``i``'s inputs from the student with layers ``< i`` already fitted, so each layer learns to
+   work on the inputs it will really get; ``False`` records every layer in one teacher pass.
+2. Optionally end to end: the student's final hidden states (per-token cosine + relative MSE)
+   or logits (KL) against the teacher's, with the rest of the model frozen (default) or trainable.
+
+Resumable: with ``checkpoint`` set, progress is saved after every layer and every
+``save_every`` end-to-end steps, and a rerun continues where it stopped. Under ``torchrun`` the
+calibration batches are sharded over ranks and gradients averaged; rank 0 shows progress and
+writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from liteffn.convert._convert import lite_layers, record_of
+from liteffn.convert.handlers import handler_for
+
+__all__ = ["distill_", "make_batches"]
+
+Batch = dict[str, torch.Tensor]
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def make_batches(
+    data: Any, tokenizer: Any = None, batch_size: int = 16, max_length: int = 128
+) -> list[Batch]:
+    """Model-input batches from ``data``: a list of strings (needs ``tokenizer``), a tensor of
+    input ids (N, T) or images (N, C, H, W), or an iterable of ready batches (dicts)."""
+    if isinstance(data, torch.Tensor):
+        key = "pixel_values" if data.dim() == 4 else "input_ids"
+        return [{key: data[i : i + batch_size]} for i in range(0, len(data), batch_size)]
+    data = list(data)
+    if not data:
+        raise ValueError("distill_: the calibration data is empty")
+    if isinstance(data[0], str):
+        if tokenizer is None:
+            raise ValueError("distill_: text calibration data needs tokenizer=")
+        if getattr(tokenizer, "pad_token", "x") is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        out = []
+        for i in range(0, len(data), batch_size):
+            enc = tokenizer(
+                data[i : i + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
+        return out
+    if isinstance(data[0], dict):
+        return data
+    raise TypeError(
+        f"distill_: data must be a list of strings, a tensor or an iterable of dicts, "
+        f"got a sequence of {type(data[0]).__name__}"
+    )
+
+
+# -- distributed ----------------------------------------------------------------------------
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); initialises gloo when launched by torchrun."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_grads(params: Sequence[nn.Parameter], world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+def _all_mean(x: float, world: int) -> float:
+    if world == 1:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / world
+
+
+# -- recording ------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def _record_inputs(
+    model: nn.Module, entries: dict[str, nn.Module], batches: list[Batch], stop_after: str | None
+) -> dict[str, torch.Tensor]:
+    """Inputs of each module in ``entries`` over ``batches``, non-padding tokens only:
+    name -> (N_tokens, d_model). Stops each forward pass once ``stop_after`` has been seen."""
+    got: dict[str, list[torch.Tensor]] = {n: [] for n in entries}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook_for(name):
+        def hook(_module, args):
+            x = args[0].detach()
+            m = mask[0]
+            if m is not None and x.dim() == 3 and m.shape == x.shape[:2]:
+                x = x[m.bool()]  # (B, T, d) -> (n_real_tokens, d)
+            got[name].append(x.reshape(-1, x.shape[-1]).float().clone())
+            if name == stop_after:
+                raise _Stop
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in entries.items()]
+    try:
+        for b in batches:
+            mask[0] = b.get("attention_mask")
+            with contextlib.suppress(_Stop):  # the forward stops at the last layer needed
+                model(**b)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(xs) for n, xs in got.items()}
+
+
+# -- fitting --------------------------------------------------------------------------------
+
+
+# Parameters through which each family's output is linear, last dim = d_model: scaling them
+# along that dim scales output channels; and the output bias, if the layer has one.
+_OUTPUT_PARAMS = {
+    "FastFeedForward": (("w_out",), "b_out"),
+    "LookupFFN": (("tables",), "bias"),
+    "LUTFFN": (("scale",), "shift"),
+    "DenseFFN": (("fc2.weight",), "fc2.bias"),
+}
+
+
+@torch.no_grad()
+def _match_output_scale(lite: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Rescale a freshly built layer's output channels to the target's spread and mean, so the
+    fit starts at the right scale (FFN outputs of a pretrained model differ a lot between models
+    and channels)."""
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    if not names:
+        return
+    lite.eval()
+    n = min(len(x), 8192)
+    yh = lite(x[:n])  # (n, d)
+    alpha = y[:n].std(0) / yh.std(0).clamp_min(1e-12)  # (d,)
+    alpha = torch.where(torch.isfinite(alpha), alpha, torch.ones_like(alpha))
+    params = dict(lite.named_parameters())
+    for name in names:
+        p = params[name]
+        if name == "fc2.weight":  # nn.Linear stores (out, in): output channels are rows
+            p.mul_(alpha.unsqueeze(1))
+        else:
+            p.mul_(alpha)  # (..., d) * (d,)
+    bias = params.get(bias_name) if bias_name else None
+    if bias is not None:
+        bias.add_(y[:n].mean(0) - (alpha * yh).mean(0))
+
+
+def _fit_layer(
+    lite: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    lr: float,
+    token_batch: int,
+    world: int,
+    seed: int,
+    desc: str,
+    show: bool,
+) -> tuple[float, float]:
+    """Fit ``lite`` to map x -> y (both (N, d)) by weighted MSE with Adam and a cosine schedule;
+    returns the relative MSE (||lite(x) - y||^2 / ||y - mean(y)||^2) before and after."""
+    for hook in ("calibrate", "fit"):  # data-dependent init, e.g. LUTFFN's thermometer thresholds
+        if callable(getattr(lite, hook, None)):
+            lite.train()
+            getattr(lite, hook)(x)
+            break
+    # Fit in normalised units (Adam's step size is absolute, and FFN outputs range from 1e-4 in
+    # a fresh model to 1e2 in outlier channels), then fold the scale into the output parameters.
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    has_bias = bias_name is not None and dict(lite.named_parameters()).get(bias_name) is not None
+    sigma = float(y.std().clamp_min(1e-12)) if names else 1.0
+    mu = y.mean(0) if has_bias else torch.zeros_like(y[0])  # (d,)
+    y = (y - mu) / sigma
+    _match_output_scale(lite, x, y)
+    var_j = ((y - y.mean(0)) ** 2).mean(0).clamp_min(1e-12)  # (d,) per output dimension
+    var = var_j.mean()
+    # Transformer FFN outputs often put most of their variance in a few outlier dimensions; half
+    # the loss weighs every dimension by its own variance so the others are fitted too.
+    weight = (0.5 / var + 0.5 / var_j) / len(var_j)  # (d,)
+
+    def rel_err() -> float:  # scale-free, so the same in normalised and original units
+        lite.eval()
+        with torch.no_grad():
+            err = sum(
+                F.mse_loss(lite(x[i : i + 4096]), y[i : i + 4096], reduction="sum")
+                for i in range(0, len(x), 4096)
+            )
+        return _all_mean(float(err / (y.numel() * var)), world)
+
+    before = rel_err()
+    params = [p for p in lite.parameters() if p.requires_grad]
+    groups = lite.param_groups(lr) if callable(getattr(lite, "param_groups", None)) else params
+    opt = torch.optim.Adam(groups, lr=lr)  # a layer may ask for per-group rates (LUT tables)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0)))
+    )
+    g = torch.Generator().manual_seed(seed)
+    lite.train()
+    bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, mininterval=1.0)
+    for _ in bar:
+        idx = torch.randint(0, len(x), (min(token_batch, len(x)),), generator=g)
+        loss = ((lite(x[idx]) - y[idx]) ** 2 * weight).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _average_grads(params, world)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    after = rel_err()
+    _fold_output(lite, sigma, mu)
+    return before, after
+
+
+@torch.no_grad()
+def _fold_output(lite: nn.Module, sigma: float, mu: torch.Tensor) -> None:
+    """Turn a layer fitted to (y - mu) / sigma into one that outputs y."""
+    names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
+    params = dict(lite.named_parameters())
+    for name in names:
+        params[name].mul_(sigma)
+    bias = params.get(bias_name) if bias_name else None
+    if bias is not None:
+        bias.mul_(sigma).add_(mu)
+
+
+def _end_to_end(
+    model, teacher, batches, steps, lr, train_rest, target, world, seed, show, ckpt, save_every
+):
+    outs = lambda o: o.logits if target == "logits" else o.last_hidden_state  # noqa: E731
+    lites = list(lite_layers(model).values())
+    lite_ids = {id(p) for m in lites for p in m.parameters()}
+    params = [p for p in model.parameters() if train_rest or id(p) in lite_ids]
+    for p in model.parameters():
+        p.requires_grad_(train_rest or id(p) in lite_ids)
+    opt = torch.optim.Adam(params, lr=lr)
+    start = 0
+    if ckpt.get("e2e_step"):
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start = ckpt["e2e_step"]
+    model.eval()  # no dropout; the lite layers alone run their training path
+    for m in lites:
+        m.train()
+    g = torch.Generator().manual_seed(seed + 1)
+    losses = []
+    bar = tqdm(range(start, steps), desc="end to end", disable=not show, mininterval=1.0)
+    for step in bar:
+        b = batches[int(torch.randint(0, len(batches), (1,), generator=g))]
+        with torch.no_grad():
+            t = outs(teacher(**b)).float()
+        s = outs(model(**b)).float()
+        mask = b.get("attention_mask")
+        if target == "logits":
+            loss = F.kl_div(
+                F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="none"
+            ).sum(-1)  # (B, T)
+        else:  # per token: scale-free direction error plus MSE relative to the teacher's variance
+            cos = F.cosine_similarity(s, t, dim=-1)  # (B, T)
+            loss = (1 - cos) + ((s - t) ** 2).mean(-1) / t.var().clamp_min(1e-12)
+        loss = (loss * mask).sum() / mask.sum() if mask is not None else loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _average_grads(params, world)
+        lr_now = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if ckpt.get("_path") and (step + 1) % save_every == 0:
+            _save_ckpt(
+                ckpt, e2e_step=step + 1, model=model.state_dict(), optimizer=opt.state_dict()
+            )
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return losses
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def _save_ckpt(ckpt: dict[str, Any], **update: Any) -> None:
+    ckpt.update(update)
+    if ckpt.get("_rank", 0) != 0:
+        return
+    path = Path(ckpt["_path"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save({k: v for k, v in ckpt.items() if not k.startswith("_")}, tmp)
+    os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint intact
+
+
+def _load_ckpt(path: str | os.PathLike | None, key: Any, rank: int) -> dict[str, Any]:
+    if path is None:
+        return {}
+    ckpt: dict[str, Any] = {"_path": str(path), "_rank": rank, "key": key}
+    if Path(path).is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("key") != key:
+            raise ValueError(
+                f"distill_: checkpoint {path} is from another conversion or other settings; "
+                "delete it or pass another checkpoint path"
+            )
+        ckpt.update(saved)
+    return ckpt
+
+
+# -- the verb -------------------------------------------------------------------------------
+
+
+def distill_(
+    model: nn.Module,
+    teacher: nn.Module,
+    data: Iterable[Any] | torch.Tensor,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 16,
+    max_length: int = 128,
+    layer_steps: int = 500,
+    layer_lr: float = 3e-3,
+    token_batch: int = 1024,
+    sequential: bool = True,
+    e2e_steps: int = 0,
+    e2e_lr: float = 1e-4,
+    e2e_target: str = "auto",
+    train_rest: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    save_every: int = 50,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the lite layers of ``model`` (converted by ``convert_``) to ``teacher`` (the original
+    dense model, same architecture) on calibration ``data``, in place.
+
+    ``data``: strings (with ``tokenizer``), an input-id / image tensor, or dicts of model inputs.
+    Layer-wise: ``layer_steps`` Adam steps of ``token_batch`` tokens per layer at ``layer_lr``.
+    End to end (``e2e_steps > 0``): ``e2e_target`` "hidden" (final hidden states, MSE), "logits"
+    (KL) or "auto" (logits when the model has them); only the lite layers train unless
+    ``train_rest``. Returns a report: per layer relative MSE before/after, end-to-end losses.
+    """
+    handler = handler_for(model)
+    record = record_of(model)
+    if not record:
+        raise ValueError("distill_: the model was not converted by liteffn.convert_")
+    if handler_for(teacher).name != handler.name:
+        raise ValueError(
+            f"distill_: teacher is a {handler_for(teacher).name} model, student {handler.name}"
+        )
+    rank, world = _dist()
+    show = progress and rank == 0
+    batches = make_batches(data, tokenizer, batch_size, max_length)[rank::world]
+    if not batches:
+        raise ValueError(f"distill_: no calibration batch for rank {rank} of {world}")
+    s_blocks, t_blocks = dict(handler.blocks(model)), dict(handler.blocks(teacher))
+    names = [n for n in s_blocks if n in record["sites"]]
+    key = {"sites": record["sites"], "steps": layer_steps, "seq": sequential, "e2e": e2e_steps}
+    ckpt = _load_ckpt(checkpoint, key, rank)
+    done: dict[str, tuple[float, float]] = dict(ckpt.get("done", {}))
+    layers = lite_layers(model)
+    for name in done:
+        layers[name].load_state_dict(ckpt["layers"][name])
+    teacher.eval()
+    model.eval()
+    report: dict[str, Any] = {"layers": {}, "e2e_losses": []}
+    t0 = time.perf_counter()
+    todo = [n for n in names if n not in done]
+    recorded: dict[str, torch.Tensor] = {}
+    if todo and not sequential:
+        entries = {n: handler.entry(t_blocks[n]) for n in todo}
+        recorded = _record_inputs(teacher, entries, batches, stop_after=None)
+    for i, name in enumerate(tqdm(todo, desc="layer-wise fit", disable=not show)):
+        if sequential:
+            entry = {name: handler.entry(s_blocks[name])}
+            x = _record_inputs(model, entry, batches, stop_after=name)[name]
+        else:
+            x = recorded.pop(name)
+        dense = handler.dense(t_blocks[name])
+        with torch.no_grad():
+            y = torch.cat([dense(x[j : j + 4096]) for j in range(0, len(x), 4096)]).float()
+        lite = layers[name]
+        done[name] = _fit_layer(
+            lite, x, y, layer_steps, layer_lr, token_batch, world, seed + i, name, show
+        )
+        lite.eval()
+        del x, y
+        if checkpoint is not None:
+            states = ckpt.get("layers", {})
+            states[name] = {k: v.clone() for k, v in lite.state_dict().items()}
+            _save_ckpt(ckpt, done=dict(done), layers=states)
+        if show:
+            b, a = done[name]
+            tqdm.write(f"[distill] {name}: relative MSE {b:.4f} -> {a:.4f}")
+    report["layers"] = {n: {"rel_mse_before": b, "rel_mse_after": a} for n, (b, a) in done.items()}
+    report["layerwise_seconds"] = time.perf_counter() - t0
+    if e2e_steps > 0:
+        target = e2e_target
+        if target == "auto":
+            with torch.no_grad():
+                target = "logits" if hasattr(teacher(**batches[0]), "logits") else "hidden"
+        if target not in ("hidden", "logits"):
+            raise ValueError(f"distill_: e2e_target must be auto/hidden/logits, got {target!r}")
+        t1 = time.perf_counter()
+        report["e2e_losses"] = _end_to_end(
+            model, teacher, batches, e2e_steps, e2e_lr, train_rest, target, world, seed, show,
+            ckpt, save_every,
+        )  # fmt: skip
+        report["e2e_seconds"] = time.perf_counter() - t1
+    model.eval()
+    return report
