@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Command modules, in the order `liteffn --help` lists them.
-_COMMANDS = ["info", "bench"]
+_COMMANDS = ["info", "bench", "train", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
