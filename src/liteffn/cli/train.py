@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
     summary = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     keys = ("step", "train_loss", "val_loss", "val_ppl", "val_acc", "items_per_s", "seconds")
     print(json.dumps({k: summary[k] for k in keys if k in summary}))
     return 0
