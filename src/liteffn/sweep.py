@@ -27,10 +27,15 @@ from liteffn.config import DenseConfig, FFFConfig, FFNConfig, LookupConfig, LUTC
 from liteffn.models import ffn_layers
 from liteffn.train import TrainConfig, train
 
-__all__ = ["DEFAULT_STEPS", "Point", "format_report", "plan", "plot", "run_sweep"]
+__all__ = ["DEFAULT_RUN", "Point", "format_report", "plan", "plot", "run_sweep"]
 
-# Steps per task at the default size: each point trains in <= 10 min on 2 quiet cores.
-DEFAULT_STEPS = {"mlm": 1500, "lm": 1500, "vit": 1500}
+# Per task at the default size (4 layers, d = 128): 1000 steps of 2048 tokens (text) or 64
+# images (3200 patches): each point trains in <= 10 min on 2 quiet cores.
+DEFAULT_RUN = {
+    "mlm": {"steps": 1000, "batch_size": 16},
+    "lm": {"steps": 1000, "batch_size": 16},
+    "vit": {"steps": 1000, "batch_size": 64},
+}
 FAMILIES = ("dense", "lookup", "fff", "lut")
 
 

@@ -20,25 +20,24 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         rows = sweep._load(out / "results.jsonl")
     else:
-        train_kwargs: dict = {"tiny": args.tiny}
-        steps = args.steps
         rows = []
         for task in args.tasks:
-            kw = dict(train_kwargs)
-            if steps is not None:
-                kw["steps"] = steps
-            elif not args.tiny:
-                kw["steps"] = sweep.DEFAULT_STEPS[task] // (4 if args.quick else 1)
+            kw = {"tiny": True} if args.tiny else dict(sweep.DEFAULT_RUN[task])
+            if args.quick:
+                kw["steps"] = max(1, kw.get("steps", 20) // 4)
+            if args.steps is not None:
+                kw["steps"] = args.steps
+            if args.batch_size is not None:
+                kw["batch_size"] = args.batch_size
             if not args.tiny:
-                kw["eval_every"] = max(1, kw["steps"] // 4)
-                kw["ckpt_every"] = max(1, kw["steps"] // 4)
-                kw["eval_batches"] = 40 if task == "vit" else 16
+                kw["eval_every"] = kw["ckpt_every"] = max(1, kw["steps"] // 2)
+                # vit: the whole 10k test set; text: 256 fixed validation windows
+                kw["eval_batches"] = -(-10_000 // kw["batch_size"]) if task == "vit" else 16
                 kw["warmup"] = min(100, max(1, kw["steps"] // 10))
             if args.n_embd:
                 kw["n_embd"] = args.n_embd
-            rows = sweep.run_sweep(
-                [p for p in points if p.task == task], out, kw, latency_tokens=args.latency_tokens
-            )
+            todo = [p for p in points if p.task == task]
+            rows = sweep.run_sweep(todo, out, kw, latency_tokens=args.latency_tokens)
     rows = [r for r in rows if r["task"] in args.tasks]
     if not rows:
         raise RuntimeError(f"no sweep results in {out}")
@@ -67,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=["dense", "lookup", "fff", "lut"],
         choices=["dense", "lookup", "fff", "lut"],
     )
-    p.add_argument("--steps", type=int, help="steps per point (default: 1500 per task)")
+    p.add_argument("--steps", type=int, help="steps per point (default 1000; --tiny: 20)")
+    p.add_argument("--batch-size", type=int, help="global batch (default 16 sequences, 64 images)")
     p.add_argument("--quick", action="store_true", help="one point per family, 1/4 of the steps")
     p.add_argument("--tiny", action="store_true", help="tiny models and data (seconds per point)")
     p.add_argument("--n-embd", type=int, help="model width (default 128; --tiny: 32)")
