@@ -47,6 +47,7 @@ class Point:
     label: str
     family: str  # dense, dense-narrow, lookup, fff, lut
     ffn: FFNConfig
+    table_lr_mult: float = 1.0  # table learning rate = this x lr (LUT truth tables: 10x, as DWN)
 
 
 def _available(cfg: FFNConfig) -> bool:
@@ -89,7 +90,9 @@ def plan(
                 points.append(
                     Point(task, f"dense-narrow d_ff={d_ff}", "dense-narrow", DenseConfig(d_ff=d_ff))
                 )
-        points.extend(Point(task, label, fam, cfg) for fam, label, cfg in lite)
+        points.extend(
+            Point(task, label, fam, cfg, 10.0 if fam == "lut" else 1.0) for fam, label, cfg in lite
+        )
     return points, skipped
 
 
@@ -121,6 +124,10 @@ def run_point(
     """Train one point (or resume it), then measure its FFN; returns the result row."""
     run_dir = out / point.task / _slug(point.label)
     kw = {k: v for k, v in train_kwargs.items() if k != "tiny"}
+    if point.table_lr_mult != 1.0:
+        tiny = train_kwargs.get("tiny")
+        defaults = TrainConfig.tiny_preset(point.task) if tiny else TrainConfig(task=point.task)
+        kw["table_lr"] = point.table_lr_mult * kw.get("lr", defaults.lr)
     if train_kwargs.get("tiny"):
         cfg = TrainConfig.tiny_preset(point.task, ffn=point.ffn, out_dir=str(run_dir), **kw)
     else:
