@@ -302,13 +302,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             for fam, (color, marker) in _STYLE.items():
                 pts = [r for r in trs if r["family"] == fam]
                 if pts:
-                    ax.scatter(
-                        [r[key] for r in pts],
-                        [_metric(r)[1] for r in pts],
-                        c=color,
-                        marker=marker,
-                        label=fam,
-                    )
+                    xs, ys = [r[key] for r in pts], [_metric(r)[1] for r in pts]
+                    ax.scatter(xs, ys, c=color, marker=marker, label=fam)
+                    for r, x, y in zip(pts, xs, ys, strict=True):
+                        ax.annotate(
+                            r["label"],
+                            (x, y),
+                            fontsize=6,
+                            alpha=0.7,
+                            xytext=(3, 3),
+                            textcoords="offset points",
+                        )
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(name)
