@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
+    try:
+        cfg.ffn.build(8)  # fail early, and clearly, when the family's layer is not installed
+    except ImportError as exc:
+        raise RuntimeError(f"the {cfg.ffn.kind!r} FFN is not available: {exc}") from exc
     summary = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
