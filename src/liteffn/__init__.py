@@ -8,7 +8,7 @@ and ``layer.reference(x)`` the pure-PyTorch specification of that path.
 from importlib.metadata import PackageNotFoundError, version
 
 from liteffn.cost import Cost
-from liteffn.layers import DenseFFN
+from liteffn.layers import LUTFFN, DenseFFN, FastFeedForward, LookupFFN
 from liteffn.ops import native_available
 
 try:
@@ -17,8 +17,11 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "LUTFFN",
     "Cost",
     "DenseFFN",
+    "FastFeedForward",
+    "LookupFFN",
     "__version__",
     "native_available",
 ]

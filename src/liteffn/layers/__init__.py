@@ -2,5 +2,8 @@
 
 from liteffn.layers.base import FFNLayer
 from liteffn.layers.dense import DenseFFN
+from liteffn.layers.fff import FastFeedForward
+from liteffn.layers.lookup import LookupFFN
+from liteffn.layers.lut import LUTFFN
 
-__all__ = ["DenseFFN", "FFNLayer"]
+__all__ = ["LUTFFN", "DenseFFN", "FFNLayer", "FastFeedForward", "LookupFFN"]

@@ -1,0 +1,125 @@
+// Bindings for the LookupFFN kernels (see kernels/lookup.h for layouts and semantics).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common.h"
+#include "kernels/lookup.h"
+
+namespace py = pybind11;
+
+namespace liteffn {
+namespace {
+
+bool is_pow2(int64_t v) { return v >= 1 && (v & (v - 1)) == 0; }
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument(msg);
+}
+
+void check_tables(int64_t h, int64_t tau, int64_t d, const char* who) {
+  require(d >= 1 && h >= 1 && tau >= 1 && tau <= 12,
+          std::string(who) + ": need d >= 1, h >= 1 and 1 <= tau <= 12");
+}
+
+// x (n, d) f32 -> y (n, d) f32; wt/pbias/tables/bias as in kernels/lookup.h.
+void lookup_forward(uintptr_t x, int64_t n, int64_t d, int64_t h, int64_t tau, bool bh4,
+                    int64_t D, int64_t R, int64_t b, uintptr_t wt, uintptr_t pbias,
+                    uintptr_t tables, bool tables_bf16, uintptr_t bias, uintptr_t y, int order,
+                    int threads) {
+  check_tables(h, tau, d, "lookup_forward");
+  require(n >= 0 && order >= 0 && order <= 2, "lookup_forward: need n >= 0, order in 0..2");
+  LookupDims k;
+  k.d = d, k.h = h, k.tau = tau, k.P = h * tau, k.bh4 = bh4;
+  if (bh4) {
+    require(is_pow2(D) && D >= d && D < 2 * d + 1 && is_pow2(b) && D % b == 0 &&
+                R == (k.P + D - 1) / D,
+            "lookup_forward: need D = next power of two >= d, b a power of two dividing D, "
+            "R = ceil(h * tau / D)");
+    k.D = D, k.R = R, k.b = b;
+  }
+  if (n == 0) return;
+  const float* xp = reinterpret_cast<const float*>(x);
+  const float* w = reinterpret_cast<const float*>(wt);
+  const float* pb = reinterpret_cast<const float*>(pbias);
+  const void* tb = reinterpret_cast<const void*>(tables);
+  const float* bs = reinterpret_cast<const float*>(bias);
+  float* yp = reinterpret_cast<float*>(y);
+  if (use_avx2()) lookup_forward_avx2(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
+  else lookup_forward_scalar(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
+}
+
+// codes (n, h) i32, scores (n, h), tables (h, 2^tau, d), y (n, d); f64 runs the scalar path.
+void lookup_gather(uintptr_t codes, uintptr_t scores, uintptr_t tables, int64_t n, int64_t h,
+                   int64_t tau, int64_t d, uintptr_t y, bool f64, int threads) {
+  check_tables(h, tau, d, "lookup_gather");
+  require(n >= 0, "lookup_gather: need n >= 0");
+  if (n == 0) return;
+  const int64_t rows = int64_t{1} << tau;
+  const auto* c = reinterpret_cast<const int32_t*>(codes);
+  if (f64) {
+    lookup_gather_scalar<double>(c, reinterpret_cast<const double*>(scores),
+                                 reinterpret_cast<const double*>(tables), n, h, rows, d,
+                                 reinterpret_cast<double*>(y), threads);
+  } else if (use_avx2()) {
+    lookup_gather_avx2(c, reinterpret_cast<const float*>(scores),
+                       reinterpret_cast<const float*>(tables), n, h, rows, d,
+                       reinterpret_cast<float*>(y), threads);
+  } else {
+    lookup_gather_scalar<float>(c, reinterpret_cast<const float*>(scores),
+                                reinterpret_cast<const float*>(tables), n, h, rows, d,
+                                reinterpret_cast<float*>(y), threads);
+  }
+}
+
+// g (n, d); grad_scores (n, h) or 0; grad_rows (h * 2^tau, d) or (U, d) with row_index (n, h)
+// int64, or 0 (see kernels/lookup.h).
+void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uintptr_t tables,
+                            int64_t n, int64_t h, int64_t tau, int64_t d, uintptr_t grad_scores,
+                            uintptr_t grad_rows, uintptr_t row_index, bool f64, int threads) {
+  check_tables(h, tau, d, "lookup_gather_backward");
+  require(n >= 0, "lookup_gather_backward: need n >= 0");
+  if (n == 0) return;
+  const int64_t rows = int64_t{1} << tau;
+  const auto* c = reinterpret_cast<const int32_t*>(codes);
+  const auto* ri = reinterpret_cast<const int64_t*>(row_index);
+  if (f64) {
+    lookup_gather_backward_scalar<double>(
+        reinterpret_cast<const double*>(g), c, reinterpret_cast<const double*>(scores),
+        reinterpret_cast<const double*>(tables), n, h, rows, d,
+        reinterpret_cast<double*>(grad_scores), reinterpret_cast<double*>(grad_rows), ri, threads);
+  } else if (use_avx2()) {
+    lookup_gather_backward_avx2(
+        reinterpret_cast<const float*>(g), c, reinterpret_cast<const float*>(scores),
+        reinterpret_cast<const float*>(tables), n, h, rows, d,
+        reinterpret_cast<float*>(grad_scores), reinterpret_cast<float*>(grad_rows), ri, threads);
+  } else {
+    lookup_gather_backward_scalar<float>(
+        reinterpret_cast<const float*>(g), c, reinterpret_cast<const float*>(scores),
+        reinterpret_cast<const float*>(tables), n, h, rows, d,
+        reinterpret_cast<float*>(grad_scores), reinterpret_cast<float*>(grad_rows), ri, threads);
+  }
+}
+
+const Registrar reg("lookup", [](py::module_& m) {
+  m.def("lookup_forward", &lookup_forward, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("h"),
+        py::arg("tau"), py::arg("bh4"), py::arg("D"), py::arg("R"), py::arg("b"), py::arg("wt"),
+        py::arg("pbias"), py::arg("tables"), py::arg("tables_bf16"), py::arg("bias"),
+        py::arg("y"), py::arg("order"), py::arg("threads"),
+        py::call_guard<py::gil_scoped_release>(),
+        "Fused LookupFFN inference: projection, codes and scores, gather-accumulate.");
+  m.def("lookup_gather", &lookup_gather, py::arg("codes"), py::arg("scores"), py::arg("tables"),
+        py::arg("n"), py::arg("h"), py::arg("tau"), py::arg("d"), py::arg("y"), py::arg("f64"),
+        py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+        "y = sum_k scores[:, k] * tables[k, codes[:, k]] (training forward of the gather).");
+  m.def("lookup_gather_backward", &lookup_gather_backward, py::arg("g"), py::arg("codes"),
+        py::arg("scores"), py::arg("tables"), py::arg("n"), py::arg("h"), py::arg("tau"),
+        py::arg("d"), py::arg("grad_scores"), py::arg("grad_rows"), py::arg("row_index"),
+        py::arg("f64"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+        "Score gradients (dots) and deterministic table-row gradients (scatter-add).");
+});
+
+}  // namespace
+}  // namespace liteffn

@@ -1,0 +1,137 @@
+// AVX2+FMA FFF kernel: 8-wide dot products with two accumulators per token (kGroup tokens at
+// once, so 8 independent FMA chains), 32-wide gather-sums, software prefetch of the next rows.
+#include <immintrin.h>
+
+#include "kernels/fff.h"
+
+namespace liteffn {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+struct Prim {
+  // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
+  static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
+                       float* out) {
+    if (m != 4) {
+      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+      return;
+    }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c), _mm256_loadu_ps(ws[0] + c), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c), _mm256_loadu_ps(ws[1] + c), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c), _mm256_loadu_ps(ws[2] + c), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c), _mm256_loadu_ps(ws[3] + c), a3);
+      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c + 8), _mm256_loadu_ps(ws[0] + c + 8), b0);
+      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c + 8), _mm256_loadu_ps(ws[1] + c + 8), b1);
+      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c + 8), _mm256_loadu_ps(ws[2] + c + 8), b2);
+      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c + 8), _mm256_loadu_ps(ws[3] + c + 8), b3);
+    }
+    float r[4] = {hsum(_mm256_add_ps(a0, b0)), hsum(_mm256_add_ps(a1, b1)),
+                  hsum(_mm256_add_ps(a2, b2)), hsum(_mm256_add_ps(a3, b3))};
+    for (int j = 0; j < 4; ++j) {
+      for (int64_t e = c; e < d; ++e) r[j] += xs[j][e] * ws[j][e];
+      out[j] = r[j];
+    }
+  }
+
+  // out[j] = <xs[j], w>: one load of w serves all tokens at this node.
+  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
+    if (m != 4) {
+      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], w, d);
+      return;
+    }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+      const __m256 w0 = _mm256_loadu_ps(w + c), w1 = _mm256_loadu_ps(w + c + 8);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c), w0, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c), w0, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c), w0, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c), w0, a3);
+      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c + 8), w1, b0);
+      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c + 8), w1, b1);
+      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c + 8), w1, b2);
+      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c + 8), w1, b3);
+    }
+    float r[4] = {hsum(_mm256_add_ps(a0, b0)), hsum(_mm256_add_ps(a1, b1)),
+                  hsum(_mm256_add_ps(a2, b2)), hsum(_mm256_add_ps(a3, b3))};
+    for (int j = 0; j < 4; ++j) {
+      for (int64_t e = c; e < d; ++e) r[j] += xs[j][e] * w[e];
+      out[j] = r[j];
+    }
+  }
+
+  static float dot1(const float* x, const float* w, int64_t d) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), _mm256_loadu_ps(w + c + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 16), _mm256_loadu_ps(w + c + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 24), _mm256_loadu_ps(w + c + 24), a3);
+    }
+    for (; c + 8 <= d; c += 8)
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a0);
+    float r = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; c < d; ++c) r += x[c] * w[c];
+    return r;
+  }
+
+  // y = b_out + sum_j g[j] * w_out[rows[j]], 32 columns at a time kept in registers.
+  static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
+                         const float* g, int64_t k, int64_t d) {
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      __m256 y0, y1, y2, y3;
+      if (b_out) {
+        y0 = _mm256_loadu_ps(b_out + c), y1 = _mm256_loadu_ps(b_out + c + 8);
+        y2 = _mm256_loadu_ps(b_out + c + 16), y3 = _mm256_loadu_ps(b_out + c + 24);
+      } else {
+        y0 = y1 = y2 = y3 = _mm256_setzero_ps();
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        const float* w = w_out + rows[j] * d + c;
+        const __m256 gj = _mm256_set1_ps(g[j]);
+        y0 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w), y0);
+        y1 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8), y1);
+        y2 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 16), y2);
+        y3 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 24), y3);
+      }
+      _mm256_storeu_ps(y + c, y0);
+      _mm256_storeu_ps(y + c + 8, y1);
+      _mm256_storeu_ps(y + c + 16, y2);
+      _mm256_storeu_ps(y + c + 24, y3);
+    }
+    for (; c < d; ++c) {
+      float acc = b_out ? b_out[c] : 0.0f;
+      for (int64_t j = 0; j < k; ++j) acc += g[j] * w_out[rows[j] * d + c];
+      y[c] = acc;
+    }
+  }
+
+  static void prefetch(const float* p, int64_t bytes) {
+    const char* c = reinterpret_cast<const char*>(p);
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+  }
+};
+
+}  // namespace
+}  // namespace liteffn
+
+#include "kernels/fff_impl.h"
+
+namespace liteffn {
+
+void fff_forward_avx2(const FFFArgs& a, int threads) { fff_run<Prim>(a, threads); }
+
+}  // namespace liteffn

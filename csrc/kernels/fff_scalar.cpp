@@ -1,0 +1,44 @@
+// Portable FFF kernel: plain sequential dot products and accumulations.
+#include "kernels/fff.h"
+
+namespace liteffn {
+namespace {
+
+struct Prim {
+  static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
+                       float* out) {
+    for (int j = 0; j < m; ++j) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < d; ++c) acc += xs[j][c] * ws[j][c];
+      out[j] = acc;
+    }
+  }
+  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
+    for (int j = 0; j < m; ++j) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < d; ++c) acc += xs[j][c] * w[c];
+      out[j] = acc;
+    }
+  }
+  static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
+                         const float* g, int64_t k, int64_t d) {
+    for (int64_t c = 0; c < d; ++c) y[c] = b_out ? b_out[c] : 0.0f;
+    for (int64_t j = 0; j < k; ++j) {
+      const float* w = w_out + rows[j] * d;
+      const float gj = g[j];
+      for (int64_t c = 0; c < d; ++c) y[c] += gj * w[c];
+    }
+  }
+  static void prefetch(const float*, int64_t) {}
+};
+
+}  // namespace
+}  // namespace liteffn
+
+#include "kernels/fff_impl.h"
+
+namespace liteffn {
+
+void fff_forward_scalar(const FFFArgs& a, int threads) { fff_run<Prim>(a, threads); }
+
+}  // namespace liteffn

@@ -1,0 +1,246 @@
+// The LookupFFN kernel drivers, shared by lookup_scalar.cpp and lookup_avx2.cpp. Each file
+// includes this header once and instantiates the drivers with its own `Ops` (the inner loops:
+// GEMM, FWHT, exp, axpy, dot), so the loop structure is written once and every ISA computes the
+// same operations in the same order. Everything here sits in an anonymous namespace: each
+// translation unit gets its own copy, compiled with its own flags (no ODR mixing of ISAs).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+#include "kernels/lookup.h"
+
+namespace liteffn {
+namespace {
+
+constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
+constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
+constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
+constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
+constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
+constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
+
+inline void prefetch_row(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 1);
+}
+
+// z (m, P) = project(x (m, d)); scratch xp, a, c each hold kProjTile * D floats (bh4 only).
+template <class Ops>
+void project_tile(const float* x, int64_t m, const LookupDims& k, const float* wt,
+                  const float* pbias, float* z, float* xp, float* a, float* c) {
+  const int64_t d = k.d, P = k.P;
+  if (!k.bh4) {
+    Ops::gemm(x, d, wt, P, z, P, m, P, d);  // (m, d) @ (d, P)
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t p = 0; p < P; ++p) z[t * P + p] += pbias[p];
+    return;
+  }
+  const int64_t D = k.D, b = k.b, nb = D / b;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  for (int64_t t = 0; t < m; ++t) {  // xp (m, D): x zero-padded to the power of two
+    std::memcpy(xp + t * D, x + t * d, sizeof(float) * d);
+    std::fill(xp + t * D + d, xp + (t + 1) * D, 0.0f);
+  }
+  for (int64_t r = 0; r < k.R; ++r) {
+    const float* src = xp;
+    for (int64_t s = 0; s < 4; ++s) {
+      float* dst = (s % 2 == 0) ? a : c;
+      const float* w = wt + (r * 4 + s) * nb * b * b;  // (nb, b_in, b_out) of this stage
+      for (int64_t j = 0; j < nb; ++j)  // block j: (m, b) @ (b, b), rows strided by D
+        Ops::gemm(src + j * b, D, w + j * b * b, b, dst + j * b, D, m, b, b);
+      for (int64_t t = 0; t < m; ++t) Ops::fwht(dst + t * D, D, scale);
+      src = dst;
+    }
+    const int64_t p0 = r * D, p1 = std::min(P, p0 + D);  // this repeat's slice of z
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t p = p0; p < p1; ++p)
+        z[t * P + p] = (0.7f * src[t * D + p - p0] + 0.3f * xp[t * D + p - p0]) + pbias[p];
+  }
+}
+
+// codes (h,) and scores (h,) of one token from its projection row z (P,); e: P floats scratch.
+template <class Ops>
+void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes, float* scores) {
+  Ops::one_plus_exp_neg2abs(z, e, k.P);  // e = 1 + exp(-2|z|) = 1 / sigmoid(2|z|)
+  for (int64_t t = 0; t < k.h; ++t) {
+    const float* zt = z + t * k.tau;
+    const float* et = e + t * k.tau;
+    float sum_abs = 0.0f, denom = 1.0f;
+    int32_t code = 0;
+    for (int64_t j = 0; j < k.tau; ++j) {
+      sum_abs += std::fabs(zt[j]);
+      denom *= et[j];
+      code = (code << 1) | (zt[j] > 0.0f ? 1 : 0);  // most significant bit first
+    }
+    codes[t] = code;
+    scores[t] = sum_abs / denom;
+  }
+}
+
+// y (m, d) = bias + sum_k scores * tables[k, codes]; tables packed chunk-major
+// (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one contiguous block of
+// rows * kChunk values, a row's chunk is kChunk contiguous values.
+//
+// Token-major (small batches, latency-bound): codes/scores (m, h); per token and chunk, the sum
+// over all h tables runs in registers while the next chunk's rows are prefetched.
+// Table-major (big batches): codes/scores grouped as (ceil(h / kGroup), m, kGroup), codes
+// pre-multiplied by kChunk; per chunk and group of kGroup tables, every token of the tile adds
+// its kGroup rows to its partial sum in ybuf (m, kChunk). The group's slice (kGroup x rows x
+// kChunk) stays in L2 while the tile's tokens read it, so each table byte comes from DRAM about
+// once per tile, and codes, scores and ybuf are read as sequential streams.
+// Scratch: ybuf >= m * kChunk floats (table-major) or kChunk (token-major), offs and s >= h.
+template <class Ops>
+void gather_tile(const int32_t* codes, const float* scores, int64_t m, const LookupDims& k,
+                 const void* tables, bool bf16, const float* bias, float* y, bool table_major,
+                 float* ybuf, int64_t* offs, float* s) {
+  const int64_t d = k.d, h = k.h, rows = int64_t{1} << k.tau, nc = (d + kChunk - 1) / kChunk;
+  const int64_t chunk_stride = rows * kChunk;  // elements between a row's consecutive chunks
+  const int64_t esize = bf16 ? 2 : 4;
+  const char* base = static_cast<const char*>(tables);
+  if (table_major) {
+    int64_t chunk_base[kGroup];
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
+      for (int64_t t = 0; t < m; ++t) {
+        std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
+        std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
+      }
+      for (int64_t g0 = 0, grp = 0; g0 < h; g0 += kGroup, ++grp) {
+        const int64_t gn = std::min(kGroup, h - g0);
+        for (int64_t g = 0; g < gn; ++g) chunk_base[g] = ((g0 + g) * nc + c) * chunk_stride;
+        const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
+        const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
+        for (int64_t t = 0; t < m; ++t) {
+          for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
+          Ops::gather_chunk(ybuf + t * kChunk, tables, bf16, offs, rs + t * kGroup, gn);
+        }
+      }
+      for (int64_t t = 0; t < m; ++t)
+        std::memcpy(y + t * d + c0, ybuf + t * kChunk, sizeof(float) * len);
+    }
+    return;
+  }
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t q = 0; q < h; ++q) {  // chunk 0 of each row; chunk c is c * chunk_stride on
+      offs[q] = q * nc * chunk_stride + int64_t{codes[t * h + q]} * kChunk;
+      s[q] = scores[t * h + q];
+      prefetch_row(base + offs[q] * esize, kChunk * esize);
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
+      if (c + 1 < nc)
+        for (int64_t q = 0; q < h; ++q)
+          prefetch_row(base + (offs[q] + (c + 1) * chunk_stride) * esize, kChunk * esize);
+      std::memcpy(ybuf, bias + c0, sizeof(float) * len);
+      std::fill(ybuf + len, ybuf + kChunk, 0.0f);
+      Ops::gather_chunk(ybuf, tables, bf16, offs, s, h);
+      std::memcpy(y + t * d + c0, ybuf, sizeof(float) * len);
+      for (int64_t q = 0; q < h; ++q) offs[q] += chunk_stride;
+    }
+  }
+}
+
+template <class Ops>
+void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* wt,
+                  const float* pbias, const void* tables, bool bf16, const float* bias, float* y,
+                  int order, int threads) {
+  if (n <= 0) return;
+  if (order == 0) order = n >= kTableMajorMin ? 2 : 1;
+  const bool table_major = order == 2;
+  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
+  int64_t tile = kProjTile;
+  if (table_major) {  // big tiles reuse table rows; but give every thread work
+    const int64_t per_thread = (n + threads - 1) / threads;
+    tile = std::min(kTableMajorTile, (per_thread + kProjTile - 1) / kProjTile * kProjTile);
+  }
+  const int64_t tiles = (n + tile - 1) / tile;
+  threads = clamp_threads(threads, tiles);
+  const int64_t h = k.h, pm = std::min(kProjTile, n), gm = std::min(tile, n);  // scratch rows
+  const int64_t groups = (h + kGroup - 1) / kGroup;
+  const int64_t cs = table_major ? groups * gm * kGroup : gm * h;  // codes/scores per tile
+  const int64_t W = k.bh4 ? pm * k.D : 0;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> xp(W), a(W), c(W), z(pm * k.P), e(k.P), scores(cs, 0.0f), sbuf(h);
+    std::vector<float> ybuf((table_major ? gm : 1) * kChunk);
+    std::vector<int32_t> codes(cs, 0), cbuf(h);
+    std::vector<int64_t> offs(h);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+      for (int64_t s = 0; s < m; s += kProjTile) {
+        const int64_t ms = std::min(kProjTile, m - s);
+        project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(), a.data(),
+                          c.data());
+        for (int64_t t = 0; t < ms; ++t) {
+          codes_scores<Ops>(z.data() + t * k.P, k, e.data(), cbuf.data(), sbuf.data());
+          const int64_t tt = s + t;  // token within the tile
+          for (int64_t q = 0; q < h; ++q) {
+            const int64_t at = table_major ? ((q / kGroup) * m + tt) * kGroup + q % kGroup
+                                           : tt * h + q;
+            codes[at] = table_major ? cbuf[q] * static_cast<int32_t>(kChunk) : cbuf[q];
+            scores[at] = sbuf[q];
+          }
+        }
+      }
+      gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
+                       table_major, ybuf.data(), offs.data(), sbuf.data());
+    }
+  }
+}
+
+// Training gather: y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k]], split by token.
+template <class Ops, typename T>
+void gather_impl(const int32_t* codes, const T* scores, const T* tables, int64_t n, int64_t h,
+                 int64_t rows, int64_t d, T* y, int threads) {
+  if (n <= 0) return;
+  threads = clamp_threads(threads, n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    T* yt = y + t * d;
+    std::fill(yt, yt + d, T(0));
+    for (int64_t q = 0; q < h; ++q) {
+      if (q + kPrefetchAhead < h)
+        prefetch_row(tables + ((q + kPrefetchAhead) * rows + codes[t * h + q + kPrefetchAhead]) * d,
+                     d * static_cast<int64_t>(sizeof(T)));
+      Ops::axpy(yt, scores[t * h + q], tables + (q * rows + codes[t * h + q]) * d, d);
+    }
+  }
+}
+
+// Training backward, split by table (see lookup.h): deterministic, no two threads share a row.
+template <class Ops, typename T>
+void gather_backward_impl(const T* g, const int32_t* codes, const T* scores, const T* tables,
+                          int64_t n, int64_t h, int64_t rows, int64_t d, T* grad_scores,
+                          T* grad_rows, const int64_t* row_index, int threads) {
+  if (n <= 0) return;
+  const int64_t token_tile = std::max<int64_t>(16, (int64_t{1} << 18) / (d * sizeof(T)));
+  threads = clamp_threads(threads, h);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t q0 = h * id / nt, q1 = h * (id + 1) / nt;  // this thread's tables
+    for (int64_t t0 = 0; t0 < n; t0 += token_tile) {  // g tile stays in cache across tables
+      const int64_t t1 = std::min(n, t0 + token_tile);
+      for (int64_t q = q0; q < q1; ++q) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t c = codes[t * h + q];
+          if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
+          if (grad_rows) {
+            const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
+            Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace liteffn

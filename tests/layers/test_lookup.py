@@ -1,0 +1,287 @@
+"""LookupFFN: the fused kernel equals reference(), training gradients equal plain autograd.
+
+On ties: a code bit is the sign of z, so where some |z| is within float32 rounding of 0 the
+kernel (different summation order) and the reference may legitimately pick different rows,
+and the outputs then differ by a whole table row. The exactness tests therefore draw their
+tokens with ``safe_tokens``: random normal tokens whose every projection coordinate (computed
+in float64) is at least 1e-3 * rms(z) away from 0 -- about 1000x the float32 error of z -- so
+no bit can flip and the comparison is exact under the tolerance policy. About 0.1% of
+coordinates are rejected per token; nothing else about the inputs is constrained.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liteffn import Cost, LookupFFN, ops, testing
+from liteffn.config import LookupConfig
+from liteffn.layers.bh4 import next_pow2
+from liteffn.layers.lookup import codes_and_scores
+from liteffn.ops import lookup as lookup_ops
+from liteffn.testing import assert_exact, assert_kernel_close
+
+MARGIN = 1e-3
+
+
+def safe_tokens(layer: LookupFFN, n: int, seed: int = 0) -> torch.Tensor:
+    """n random tokens (n, d) whose projection has no coordinate near 0 (see module doc)."""
+    gen = torch.Generator().manual_seed(seed)
+    ref = copy.deepcopy(layer).double()
+    kept, tries = [], 0
+    while sum(k.shape[0] for k in kept) < n:
+        x = torch.randn(4 * n + 8, layer.d_model, generator=gen)
+        with torch.no_grad():
+            z = (
+                ref.proj.reference(x.double())
+                if layer.projection == "bh4"
+                else ref.proj(x.double())
+            )
+        rms = z.pow(2).mean().sqrt()
+        kept.append(x[(z.abs() > MARGIN * rms).all(dim=1)])
+        tries += 1
+        assert tries < 50, "could not draw tokens away from code ties"
+    return torch.cat(kept)[:n]
+
+
+def make(d, h, tau, projection="bh4", block=64, seed=0) -> LookupFFN:
+    torch.manual_seed(seed)
+    block = min(block, next_pow2(d))
+    layer = LookupFFN(d, h, tau, projection, block).eval()
+    with torch.no_grad():  # random, non-zero biases so every term is exercised
+        layer.bias.normal_()
+        layer.proj.bias.normal_(0, 0.1)
+    return layer
+
+
+def check_kernel(layer: LookupFFN, x: torch.Tensor, what: str = "") -> None:
+    expected = layer.reference(x)
+    for isa in testing.isa_levels():
+        with testing.use_isa(isa):
+            assert_kernel_close(layer(x), expected, what=f"{what} {isa} module")
+            x2 = x.reshape(-1, layer.d_model).contiguous()
+            for order in (1, 2):  # token-major and table-major loops
+                got = layer._native_forward(x2, order).reshape(x.shape)
+                assert_kernel_close(got, expected, what=f"{what} {isa} order={order}")
+
+
+@pytest.mark.parametrize("projection", ["bh4", "dense"])
+@pytest.mark.parametrize(
+    ("d", "h", "tau", "block"),
+    [(512, 128, 8, 64), (96, 12, 5, 16), (33, 7, 12, 1), (1, 3, 1, 1), (130, 9, 3, 256)],
+)
+def test_kernel_matches_reference(projection, d, h, tau, block):
+    layer = make(d, h, tau, projection, block)
+    x = safe_tokens(layer, 45)
+    check_kernel(layer, x, f"d={d} h={h} tau={tau} b={block} {projection}")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    d=st.integers(1, 140),
+    h=st.integers(1, 20),
+    tau=st.integers(1, 12),
+    projection=st.sampled_from(["bh4", "dense"]),
+    log_block=st.integers(0, 8),
+    n=st.integers(0, 70),
+    seed=st.integers(0, 2**16),
+)
+def test_kernel_matches_reference_property(d, h, tau, projection, log_block, n, seed):
+    if not ops.native_available():
+        pytest.skip("native module not built")
+    layer = make(d, h, tau, projection, 2**log_block, seed)
+    x = safe_tokens(layer, n, seed) if n else torch.randn(0, d)
+    check_kernel(layer, x, f"d={d} h={h} tau={tau} {projection} n={n}")
+
+
+def test_batch_shapes_3d_and_non_contiguous(isa):
+    layer = make(80, 16, 6)
+    x = safe_tokens(layer, 60)
+    assert layer(torch.randn(0, 80)).shape == (0, 80)
+    assert layer(torch.randn(2, 0, 80)).shape == (2, 0, 80)
+    for xs in (x[:1], x[:7], x.reshape(3, 20, 80), x.reshape(3, 20, 80).transpose(0, 1)):
+        assert_kernel_close(layer(xs), layer.reference(xs), what=f"shape {tuple(xs.shape)}")
+    wide = torch.zeros(60, 160)
+    wide[:, ::2] = x
+    strided = wide[:, ::2]  # (60, 80) with stride 2: not contiguous
+    assert not strided.is_contiguous()
+    assert_kernel_close(layer(strided), layer.reference(x))
+
+
+def test_big_batch_picks_table_major_and_matches(isa):
+    layer = make(64, 16, 8)
+    x = safe_tokens(layer, 2100)  # >= 1024 tokens: the table-major loop, tiles of 2048 + rest
+    assert_kernel_close(layer(x), layer.reference(x))
+
+
+def test_nan_and_inf_inputs_do_not_crash(isa):
+    layer = make(40, 8, 4)
+    x = safe_tokens(layer, 5)
+    x[1, 3] = float("nan")
+    x[3, 0] = float("inf")
+    y, ref = layer(x), layer.reference(x)
+    assert y.shape == x.shape
+    assert torch.isnan(y[1]).all() and torch.isnan(ref[1]).all()
+    assert_kernel_close(y[[0, 2, 4]], ref[[0, 2, 4]])
+
+
+def test_training_forward_equals_reference_formula():
+    layer = make(70, 10, 7).train()
+    x = safe_tokens(layer, 33)
+    assert_kernel_close(layer(x), layer.reference(x))
+
+
+def test_codes_are_msb_first_and_scores_follow_formula():
+    z = torch.tensor([[0.5, -1.0, 2.0, -0.0, 3.0, 1e-3]])  # h = 2 tables of tau = 3
+    codes, scores = codes_and_scores(z, 2, 3)
+    assert codes.tolist() == [[0b101, 0b011]]
+    a = z.abs().reshape(2, 3)
+    expected = a.sum(-1) * torch.sigmoid(2 * a).prod(-1)
+    assert_kernel_close(scores[0], expected)
+
+
+def _plain_autograd_forward(layer: LookupFFN, x: torch.Tensor) -> torch.Tensor:
+    """The training formula with PyTorch's own autograd only (indexing, no custom ops)."""
+    z = layer.proj.reference(x) if layer.projection == "bh4" else layer.proj(x)
+    codes, scores = codes_and_scores(z, layer.num_tables, layer.table_bits)
+    idx = codes.long() + torch.arange(layer.num_tables) * 2**layer.table_bits  # (N, h)
+    rows = layer.tables.reshape(-1, layer.d_model)[idx]  # (N, h, d)
+    return (scores.unsqueeze(-1) * rows).sum(1) + layer.bias
+
+
+@pytest.mark.parametrize("projection", ["bh4", "dense"])
+def test_gradients_match_plain_autograd_float64(projection):
+    layer = make(48, 6, 5, projection, 16).double().train()
+    x = safe_tokens(layer.float(), 23).double().requires_grad_()
+    layer.double()
+    g = torch.randn(23, 48, dtype=torch.float64)
+    y = layer(x)
+    grads = torch.autograd.grad((y * g).sum(), [x, *layer.parameters()])
+    y_ref = _plain_autograd_forward(layer, x)
+    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x, *layer.parameters()])
+    assert_kernel_close(y, y_ref)
+    names = ["x"] + [n for n, _ in layer.named_parameters()]
+    for name, got, want in zip(names, grads, grads_ref, strict=True):
+        assert_kernel_close(got, want, what=f"grad {name}")  # float64: rtol 1e-9
+
+
+def test_sparse_table_gradient_equals_dense():
+    dense = make(40, 8, 4).train()
+    sparse = copy.deepcopy(dense)
+    sparse.sparse_grad = True
+    x = safe_tokens(dense, 50)
+    g = torch.randn(50, 40)
+    (dense(x) * g).sum().backward()
+    (sparse(x) * g).sum().backward()
+    assert sparse.tables.grad.is_sparse
+    # the same per-table token order in both: bit-identical sums
+    assert_exact(sparse.tables.grad.to_dense(), dense.tables.grad)
+    torch.optim.SGD(sparse.parameters(), lr=0.1).step()  # optimizers accept the sparse grad
+
+
+def test_backward_is_deterministic():
+    layer = make(64, 16, 6).train()
+    x = safe_tokens(layer, 300)
+    g = torch.randn(300, 64)
+    grads = []
+    for _ in range(2):
+        layer.zero_grad()
+        (layer(x) * g).sum().backward()
+        grads.append(layer.tables.grad.clone())
+    assert_exact(grads[0], grads[1])
+
+
+def test_eval_follows_in_place_weight_updates():
+    layer = make(32, 4, 3).train()
+    x = safe_tokens(layer, 10)
+    layer.eval()
+    before = layer(x)
+    layer.train()
+    (layer(x) ** 2).sum().backward()
+    torch.optim.SGD(layer.parameters(), lr=0.1).step()
+    layer.eval()
+    x = safe_tokens(layer, 10, seed=1)
+    after = layer(x)
+    assert not torch.equal(before, after)
+    assert_kernel_close(after, layer.reference(x))
+
+
+def test_bfloat16_tables_match_their_reference_and_cost_little():
+    layer = make(128, 16, 6)
+    x = safe_tokens(layer, 40)
+    exact = layer.reference(x)
+    layer.set_table_dtype(torch.bfloat16)
+    check_kernel(layer, x, "bf16")
+    assert testing.sqnr_db(layer(x), exact) > 40.0  # bf16 keeps ~8 significant bits
+    assert layer.cost().param_bytes < LookupFFN(128, 16, 6).cost().param_bytes
+    layer.set_table_dtype(torch.float32)
+    assert_kernel_close(layer(x), exact)
+
+
+def test_cost_counts_projection_and_gather():
+    layer = LookupFFN(512, 128, 8, "bh4", 64)
+    c = layer.cost()
+    assert isinstance(c, Cost)
+    bh4 = 2 * 4 * (2 * 512 * 64 + 512 * 9)  # R = 2 repeats of 4 stages
+    assert c.flops_per_token == bh4 + 2 * 128 * 512
+    assert c.param_bytes == 4 * (128 * 256 * 512 + 2 * 4 * 8 * 64 * 64 + 1024 + 512)
+    dense = LookupFFN(512, 128, 8, "dense").cost()
+    assert dense.flops_per_token == 2 * 512 * 1024 + 2 * 128 * 512
+
+
+def test_config_builds_with_capped_block_size():
+    layer = LookupConfig(num_tables=8, table_bits=4, block_size=64).build(d_model=20)
+    assert isinstance(layer, LookupFFN) and layer.block_size == 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"d_model": 0}, "d_model"),
+        ({"d_model": 8, "num_tables": 0}, "num_tables"),
+        ({"d_model": 8, "table_bits": 13}, r"table_bits must be in \[1, 12\], got 13"),
+        ({"d_model": 8, "projection": "gaussian"}, "'bh4' or 'dense', got 'gaussian'"),
+        ({"d_model": 8, "block_size": 16}, "dividing the padded width 8, got 16"),
+        ({"d_model": 8, "block_size": 3}, "power of two"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        LookupFFN(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bad", "err", "msg"),
+    [
+        (torch.randn(3, 7), ValueError, "d_model=8, got shape"),
+        (torch.ones(3, 8, dtype=torch.int64), TypeError, "floating-point"),
+        ([1.0] * 8, TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_names_expected_and_got(bad, err, msg):
+    layer = LookupFFN(8, 4, 3, block_size=8).eval()
+    with pytest.raises(err, match=msg):
+        layer(bad)
+    with pytest.raises(err, match=msg):
+        layer.reference(bad)
+
+
+def test_native_wrappers_check_their_arguments():
+    layer = make(16, 4, 3)
+    plan = layer._plan()
+    with pytest.raises(ValueError, match=r"expected x \(N, 16\), got shape \(3, 15\)"):
+        lookup_ops.run_forward(plan, torch.randn(3, 15))
+    with pytest.raises(TypeError, match=r"expected dtype torch\.float32, got torch\.float64"):
+        lookup_ops.run_forward(plan, torch.randn(3, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="tables: expected shape"):
+        lookup_ops.make_forward_plan(
+            d_model=16, num_tables=4, table_bits=3, bh4=False, padded=0, repeats=0,
+            block_size=0, wt=torch.zeros(16, 12), pbias=torch.zeros(12),
+            tables=torch.zeros(4, 8, 16), bias=torch.zeros(16),
+        )  # fmt: skip
+    with pytest.raises(ValueError):  # the binding validates sizes too
+        ops.native().lookup_forward(0, 1, 16, 4, 13, False, 0, 0, 0, 0, 0, 0, False, 0, 0, 0, 1)

@@ -1,0 +1,168 @@
+"""The FFF kernel against its PyTorch reference, at every ISA level.
+
+Routing compares ``a > 0`` and the kernel sums dot products in a different order from PyTorch,
+so an ``a`` within rounding of 0 could legitimately route differently. Exactness tests therefore
+draw ``x``, ``w_in`` and ``b_in`` from a small dyadic grid (multiples of 1/8 in [-1, 1]): every
+product and partial sum is exact in float32, so ``a`` -- and the path -- are identical in any
+order, and exact ties ``a == 0`` occur often (they must go left). Random-normal inputs are
+tested separately, on tokens whose float64 ``a`` values are clear of 0.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liteffn import ops, testing
+from liteffn.ops.fff import fff_native, fff_paths, fff_reference
+from liteffn.testing import assert_exact, assert_kernel_close
+
+
+def grid(*shape: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    return torch.randint(-8, 9, shape, generator=gen).float() / 8
+
+
+def make(d: int, depth: int, trees: int, bias_out: bool = False, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rows = trees * (2 ** (depth + 1) - 1)
+    w_in, b_in = grid(rows, d, gen=g), grid(rows, gen=g)
+    w_out = torch.randn(rows, d, generator=g)
+    b_out = torch.randn(d, generator=g) if bias_out else None
+    return w_in, b_in, w_out, b_out
+
+
+def run_native(x, w_in, b_in, w_out, depth, trees, b_out=None):
+    k = trees * (depth + 1)
+    path = torch.empty(x.shape[0], k, dtype=torch.int32)
+    act = torch.empty(x.shape[0], k)
+    y = fff_native(x, w_in, b_in, w_out, depth, trees, b_out, path=path, act=act)
+    return y, path, act
+
+
+@pytest.mark.parametrize("trees", [1, 2, 3, 4])
+@pytest.mark.parametrize("depth", [0, 1, 5, 11])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_native_matches_reference(isa, trees, depth, n):
+    d = 40
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=trees == 2)
+    x = grid(n, d)
+    y, path, act = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+    idx, a_ref = fff_paths(x, w_in, b_in, depth, trees)
+    assert_exact(path.long(), idx, what="path")
+    assert_exact(act, a_ref, what="a")
+    assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out), what=isa)
+
+
+@pytest.mark.parametrize("depth", [12, 16])
+def test_deep_trees(isa, depth):
+    d = 8
+    w_in, b_in, w_out, _ = make(d, depth, 1)
+    x = grid(33, d)
+    y, path, _ = run_native(x, w_in, b_in, w_out, depth, 1)
+    assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, 1)[0])
+    assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, 1))
+
+
+def test_grouped_schedule_many_tokens(isa):
+    # >= 256 tokens per thread takes the grouped (node-sorted) schedule; d not a multiple of 8.
+    d, depth, trees = 37, 6, 2
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
+    x = grid(1500, d)
+    for nthreads in (1, 2):
+        torch.set_num_threads(nthreads)
+        y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+        assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
+        assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out))
+
+
+def test_exact_ties_go_left(isa):
+    # Zero routing weights and biases: every a is exactly 0, so every token takes the left spine.
+    d, depth, trees = 16, 4, 3
+    _, _, w_out, _ = make(d, depth, trees)
+    w_in, b_in = torch.zeros(w_out.shape), torch.zeros(w_out.shape[0])
+    for n in (1, 5, 600):
+        y, path, act = run_native(torch.randn(n, d), w_in, b_in, w_out, depth, trees)
+        nodes = 2 ** (depth + 1) - 1
+        spine = torch.tensor([t * nodes + 2**level - 1 for t in range(trees) for level in range(5)])
+        assert_exact(path.long(), spine.expand(n, -1).contiguous())
+        assert_exact(act, torch.zeros(n, trees * (depth + 1)))
+        assert_exact(y, torch.zeros(n, d))  # gelu(0) = 0
+
+
+def test_random_normal_inputs_clear_of_ties(isa):
+    d, depth, trees = 96, 9, 2
+    gen = torch.Generator().manual_seed(1)
+    rows = trees * (2 ** (depth + 1) - 1)
+    w_in, b_in = torch.randn(rows, d, generator=gen) / d**0.5, torch.randn(rows, generator=gen)
+    w_out = torch.randn(rows, d, generator=gen)
+    x = torch.randn(400, d, generator=gen)
+    idx, _ = fff_paths(x, w_in, b_in, depth, trees)
+    # float64 a along the reference path; keep tokens whose every decision is clear of 0
+    a64 = (x.double().unsqueeze(1) * w_in.double()[idx]).sum(-1) + b_in.double()[idx]
+    clear = (a64.abs() > 1e-3).all(1)
+    assert clear.sum() > 300
+    y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees)
+    assert_exact(path.long()[clear], idx[clear])
+    ref = fff_reference(x, w_in, b_in, w_out, depth, trees)
+    assert_kernel_close(y[clear], ref[clear])
+
+
+def test_nan_goes_left_and_stays_in_its_row(isa):
+    d, depth = 24, 7
+    w_in, b_in, w_out, _ = make(d, depth, 2)
+    x = grid(9, d)
+    x[4, 3] = float("nan")
+    x[6, 0] = float("inf")
+    y, path, _ = run_native(x, w_in, b_in, w_out, depth, 2)
+    nodes = 2 ** (depth + 1) - 1
+    spine = torch.tensor([t * nodes + 2**level - 1 for t in range(2) for level in range(8)])
+    assert_exact(path[4].long(), spine)
+    assert torch.isnan(y[4]).all()
+    ok = torch.tensor([i not in (4, 6) for i in range(9)])
+    ref = fff_reference(x[ok], w_in, b_in, w_out, depth, 2)
+    assert_kernel_close(y[ok], ref)
+
+
+def test_empty_batch():
+    w_in, b_in, w_out, _ = make(8, 2, 1)
+    assert fff_native(torch.empty(0, 8), w_in, b_in, w_out, 2, 1).shape == (0, 8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    d=st.integers(1, 70),
+    depth=st.integers(0, 9),
+    trees=st.integers(1, 4),
+    n=st.integers(0, 40),
+    bias_out=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_native_matches_reference_property(d, depth, trees, n, bias_out, seed):
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out, seed)
+    x = grid(n, d, gen=torch.Generator().manual_seed(seed + 1))
+    expected = fff_reference(x, w_in, b_in, w_out, depth, trees, b_out)
+    idx, _ = fff_paths(x, w_in, b_in, depth, trees)
+    for level in testing.isa_levels():
+        with ops.use_isa(level):
+            y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+            assert_exact(path.long(), idx, what=level)
+            assert_kernel_close(y, expected, what=level)
+
+
+def test_native_rejects_bad_arguments():
+    w_in, b_in, w_out, _ = make(8, 2, 1)
+    x = grid(3, 8)
+    with pytest.raises(ValueError, match=r"trees\*nodes=15.*got shape \(7, 8\)"):
+        fff_native(x, w_in, b_in, w_out, 3, 1)
+    with pytest.raises(TypeError, match="float32"):
+        fff_native(x.double(), w_in, b_in, w_out, 2, 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        fff_native(grid(8, 3).t(), w_in, b_in, w_out, 2, 1)
+    with pytest.raises(ValueError, match=r"expected shape \(7, 8\), got \(7, 9\)"):
+        fff_native(x, w_in, b_in, grid(7, 9), 2, 1)
+    with pytest.raises(ValueError, match=r"b_out: expected shape \(8,\)"):
+        fff_native(x, w_in, b_in, w_out, 2, 1, torch.zeros(9))
+    with pytest.raises(ValueError, match="both path and act"):
+        fff_native(x, w_in, b_in, w_out, 2, 1, path=torch.zeros(3, 3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="int32"):
+        fff_native(x, w_in, b_in, w_out, 2, 1, path=torch.zeros(3, 3), act=torch.zeros(3, 3))

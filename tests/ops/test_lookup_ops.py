@@ -1,0 +1,88 @@
+"""The LookupFFN gather-accumulate op: native forward/backward vs plain PyTorch autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liteffn import ops, testing
+from liteffn.ops import lookup as lookup_ops
+from liteffn.testing import assert_exact, assert_kernel_close
+
+
+def _inputs(n, h, tau, d, dtype=torch.float32):
+    codes = torch.randint(0, 2**tau, (n, h), dtype=torch.int32)
+    scores = torch.rand(n, h, dtype=dtype) + 0.1
+    tables = torch.randn(h, 2**tau, d, dtype=dtype)
+    return scores, codes, tables
+
+
+@pytest.mark.parametrize(("n", "h", "tau", "d"), [(0, 3, 2, 5), (1, 1, 1, 1), (37, 9, 5, 70)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gather_matches_reference(isa, n, h, tau, d, dtype):
+    scores, codes, tables = _inputs(n, h, tau, d, dtype)
+    got = lookup_ops.gather_accumulate(scores, codes, tables)
+    assert_kernel_close(got, lookup_ops.gather_reference(scores, codes, tables), what=isa)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gather_gradients_match_autograd_float64(isa, sparse):
+    scores, codes, tables = _inputs(41, 6, 4, 19, torch.float64)
+    g = torch.randn(41, 19, dtype=torch.float64)
+    s1, t1 = scores.clone().requires_grad_(), tables.clone().requires_grad_()
+    (lookup_ops.gather_accumulate(s1, codes, t1, sparse=sparse) * g).sum().backward()
+    s2, t2 = scores.clone().requires_grad_(), tables.clone().requires_grad_()
+    (lookup_ops.gather_reference(s2, codes, t2) * g).sum().backward()
+    assert_kernel_close(s1.grad, s2.grad, what="scores")
+    grad_t = t1.grad.to_dense() if sparse else t1.grad
+    assert t1.grad.is_sparse == sparse
+    assert_kernel_close(grad_t, t2.grad, what="tables")
+
+
+def test_gradcheck():
+    scores, codes, tables = _inputs(5, 3, 2, 4, torch.float64)
+    scores.requires_grad_()
+    tables.requires_grad_()
+    fn = lambda s, t: lookup_ops.gather_accumulate(s, codes, t)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (scores, tables))
+
+
+def test_isa_levels_agree_float32():
+    if not ops.native_available():
+        pytest.skip("native module not built")
+    scores, codes, tables = _inputs(64, 8, 6, 100)
+    g = torch.randn(64, 100)
+    results = []
+    for isa in testing.isa_levels():
+        with testing.use_isa(isa):
+            s, t = scores.clone().requires_grad_(), tables.clone().requires_grad_()
+            y = lookup_ops.gather_accumulate(s, codes, t)
+            (y * g).sum().backward()
+            results.append((y, s.grad, t.grad))
+    for y, gs, gt in results[1:]:
+        assert_kernel_close(y, results[0][0])
+        assert_kernel_close(gs, results[0][1])
+        assert_kernel_close(gt, results[0][2])
+
+
+def test_gather_rejects_bad_arguments():
+    scores, codes, tables = _inputs(4, 3, 2, 5)
+    if not ops.native_available():
+        pytest.skip("native module not built")
+    with pytest.raises(ValueError, match=r"codes: expected shape \(4, 3\), got \(4, 2\)"):
+        lookup_ops.gather_accumulate(scores, codes[:, :2], tables)
+    with pytest.raises(ValueError, match=r"tables \(h, 2\^tau, d\), got shape \(3, 4\)"):
+        lookup_ops.gather_accumulate(scores, codes, tables[:, :, 0])
+
+
+def test_pack_tables_layout_and_hugepage_buffer():
+    tables = torch.randn(3, 8, 70)
+    packed = lookup_ops.pack_tables(tables)
+    assert packed.shape == (3, 2, 8, 64)
+    assert_exact(packed[:, 1, :, :6], tables[:, :, 64:])
+    assert_exact(packed[:, 0], tables[:, :, :64])
+    assert not packed[:, 1, :, 6:].any()  # zero padding past d
+    big = lookup_ops.hugepage_empty((1024, 1024), torch.float32)
+    assert big.shape == (1024, 1024) and big.data_ptr() % (2 << 20) == 0
+    big.fill_(1.0)
+    assert float(big.sum()) == 1024 * 1024
