@@ -6,6 +6,8 @@ Policy:
       with ``rtol = 1e-5`` and ``scale = max |expected|`` (summation order differs between
       kernels, so an output near zero is judged against the size of the outputs around it);
     * float64 gradient checks: ``rtol = 1e-9`` on the same rule;
+    * DDP training vs one process on the same global batches: per-step losses and gradient
+      norms within ``KERNEL_RTOL`` (only the summation order of the all-reduce differs);
     * approximations (a converted model vs its original) are judged by SQNR in dB or by a task
       metric, never by allclose.
 """

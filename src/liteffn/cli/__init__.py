@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Command modules, in the order `liteffn --help` lists them.
-_COMMANDS = ["info", "bench", "convert", "demo"]
+_COMMANDS = ["info", "bench", "train", "sweep", "convert", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
