@@ -2,7 +2,9 @@
 // defining, in its own anonymous namespace, a struct `Prim` with the ISA's primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
-//   gather_sum(y, b_out, w_out, rows[K], g[K], K, d)   y = b_out + sum_k g[k] * w_out[rows[k]]
+//   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
+//                                           w_out[rows[k]]; stream: may bypass the cache
+//   fence()                                 order streamed stores before y is shared
 //   prefetch(p, bytes)                      hint that [p, p+bytes) is read soon
 // The driver is in an anonymous namespace too, so each ISA gets its own copy (no ODR clash).
 //
@@ -95,7 +97,8 @@ void descend_token_major(const Descent& s, const int64_t* ids, int64_t m, int t,
 template <class Prim>
 inline void finish_token(const Descent& s, int64_t i, const int64_t* rows, const float* g) {
   const FFFArgs& a = s.a;
-  Prim::gather_sum(a.y + i * a.d, a.b_out, a.w_out, rows + i * s.k, g + i * s.k, s.k, a.d);
+  Prim::gather_sum(a.y + i * a.d, a.b_out, a.w_out, rows + i * s.k, g + i * s.k, s.k, a.d,
+                   /*stream=*/true);
 }
 
 // Small batches: each thread walks kGroup tokens at a time through every tree, then sums.
@@ -150,8 +153,10 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
       if (m == 0) continue;
       for (int64_t j = 0; j < m; ++j) node[p0 + j] = first + b;
       descend_token_major<Prim>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
-      if (last_tree)
+      if (last_tree) {
         for (int64_t j = 0; j < m; ++j) finish_token<Prim>(s, sorted[p0 + j], rows, g);
+        Prim::fence();
+      }
     }
   }
 }
