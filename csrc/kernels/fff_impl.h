@@ -146,12 +146,15 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
     for (int64_t i = 0; i < n; ++i) sorted[offsets[node[i] - first]++] = i;
     for (int64_t b = buckets; b > 0; --b) offsets[b] = offsets[b - 1];
     offsets[0] = 0;
-    for (int64_t i = 0; i < n; ++i) node[i] = 0;  // reused below as per-position node
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t b = 0; b < buckets; ++b) {
-      const int64_t p0 = offsets[b], m = offsets[b + 1] - p0;
-      if (m == 0) continue;
-      for (int64_t j = 0; j < m; ++j) node[p0 + j] = first + b;
+    // node[] now holds, per sorted position, the subtree root that token starts stage B at
+    for (int64_t b = 0; b < buckets; ++b)
+      for (int64_t p = offsets[b]; p < offsets[b + 1]; ++p) node[p] = first + b;
+    // Stage B walks the sorted order in chunks, kGroup tokens at a time as in stage A: tokens of
+    // one subtree are adjacent, so its rows are reused while they are in cache, and groups stay
+    // full even when subtrees hold only a few tokens.
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < (n + 63) / 64; ++c) {
+      const int64_t p0 = c * 64, m = std::min<int64_t>(64, n - p0);
       descend_token_major<Prim>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
       if (last_tree) {
         for (int64_t j = 0; j < m; ++j) finish_token<Prim>(s, sorted[p0 + j], rows, g);
