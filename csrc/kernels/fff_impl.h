@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common.h"
@@ -191,9 +192,10 @@ void fff_run(const FFFArgs& a, int threads) {
   // bounded scratch: blocks of at most kBlock tokens
   const int64_t block = std::min(n, kBlock);
   const int64_t buckets = int64_t{1} << (s.levels / 2);
-  std::vector<int64_t> rows(static_cast<size_t>(block * s.k)), node(block), ids(block),
-      sorted(block), offsets(buckets + 1);
-  std::vector<float> g(static_cast<size_t>(block * s.k));
+  // uninitialised scratch (every entry is written before it is read)
+  std::unique_ptr<int64_t[]> rows(new int64_t[block * s.k]), node(new int64_t[block]),
+      ids(new int64_t[block]), sorted(new int64_t[block]), offsets(new int64_t[buckets + 1]);
+  std::unique_ptr<float[]> g(new float[block * s.k]);
   for (int64_t b0 = 0; b0 < n; b0 += block) {
     FFFArgs sub = a;
     sub.n = std::min(block, n - b0);
@@ -202,8 +204,8 @@ void fff_run(const FFFArgs& a, int threads) {
     if (a.path) sub.path = a.path + b0 * s.k;
     if (a.act) sub.act = a.act + b0 * s.k;
     const Descent sb(sub);
-    run_bucketed<Prim>(sb, sub.n, threads, rows.data(), g.data(), node.data(), ids.data(),
-                       sorted.data(), offsets.data());
+    run_bucketed<Prim>(sb, sub.n, threads, rows.get(), g.get(), node.get(), ids.get(),
+                       sorted.get(), offsets.get());
   }
 }
 
