@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "common.h"
@@ -34,6 +33,7 @@ namespace {
 constexpr int kGroup = 4;              // tokens per dot-product call
 constexpr int64_t kBucketedMin = 64;   // tokens from which the bucketed schedule runs
 constexpr int64_t kBlock = 65536;      // tokens per bucketed block (bounds the scratch memory)
+constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between calls
 
 inline float gelu_exact(float a) { return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f)); }
 
@@ -192,10 +192,23 @@ void fff_run(const FFFArgs& a, int threads) {
   // bounded scratch: blocks of at most kBlock tokens
   const int64_t block = std::min(n, kBlock);
   const int64_t buckets = int64_t{1} << (s.levels / 2);
-  // uninitialised scratch (every entry is written before it is read)
-  std::unique_ptr<int64_t[]> rows(new int64_t[block * s.k]), node(new int64_t[block]),
-      ids(new int64_t[block]), sorted(new int64_t[block]), offsets(new int64_t[buckets + 1]);
-  std::unique_ptr<float[]> g(new float[block * s.k]);
+  // Scratch is kept per calling thread and reused across calls (fresh pages cost a fault each);
+  // buffers above kKeepBytes are released after the call. Every entry is written before read.
+  struct Scratch {
+    std::vector<int64_t> i64;
+    std::vector<float> f32;
+  };
+  thread_local Scratch scratch;
+  const size_t n_i64 = static_cast<size_t>(block * s.k + 3 * block + buckets + 1);
+  if (scratch.i64.size() < n_i64) scratch.i64.resize(n_i64);
+  if (scratch.f32.size() < static_cast<size_t>(block * s.k))
+    scratch.f32.resize(static_cast<size_t>(block * s.k));
+  int64_t* const rows = scratch.i64.data();
+  int64_t* const node = rows + block * s.k;
+  int64_t* const ids = node + block;
+  int64_t* const sorted = ids + block;
+  int64_t* const offsets = sorted + block;
+  float* const g = scratch.f32.data();
   for (int64_t b0 = 0; b0 < n; b0 += block) {
     FFFArgs sub = a;
     sub.n = std::min(block, n - b0);
@@ -204,9 +217,10 @@ void fff_run(const FFFArgs& a, int threads) {
     if (a.path) sub.path = a.path + b0 * s.k;
     if (a.act) sub.act = a.act + b0 * s.k;
     const Descent sb(sub);
-    run_bucketed<Prim>(sb, sub.n, threads, rows.get(), g.get(), node.get(), ids.get(),
-                       sorted.get(), offsets.get());
+    run_bucketed<Prim>(sb, sub.n, threads, rows, g, node, ids, sorted, offsets);
   }
+  if (scratch.i64.size() * sizeof(int64_t) + scratch.f32.size() * sizeof(float) > kKeepBytes)
+    scratch = Scratch{};
 }
 
 }  // namespace
