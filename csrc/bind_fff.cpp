@@ -1,6 +1,8 @@
 // Bindings for the fast feedforward tree kernel (FastFeedForward's eval path).
 #include <pybind11/pybind11.h>
 
+#include <sys/mman.h>
+
 #include <cstdint>
 #include <stdexcept>
 
@@ -11,6 +13,23 @@ namespace py = pybind11;
 
 namespace liteffn {
 namespace {
+
+// A large fresh output is written once, page by page: on a VM each 4 KiB first-touch fault costs
+// microseconds, more than the kernel spends on the token. Advising transparent huge pages for the
+// 2 MiB-aligned interior of the buffer (advice only: contents and ownership are unchanged; PyTorch
+// does the same for its own allocations under THP_MEM_ALLOC_ENABLE) cuts the faults 512-fold.
+void advise_huge_pages(void* p, int64_t bytes) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (bytes < static_cast<int64_t>(4 * kHuge)) return;
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);  // failure is harmless
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 
 // Shapes as in kernels/fff.h; b_out, path and act may be 0 (absent).
 void fff_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w_out, uintptr_t b_out,
@@ -29,6 +48,7 @@ void fff_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w_out, u
                   reinterpret_cast<const float*>(b_out), reinterpret_cast<float*>(y),
                   reinterpret_cast<int32_t*>(path),      reinterpret_cast<float*>(act),
                   n, d, depth, trees};
+  advise_huge_pages(reinterpret_cast<void*>(y), n * d * static_cast<int64_t>(sizeof(float)));
   if (use_avx2()) fff_forward_avx2(a, threads);
   else fff_forward_scalar(a, threads);
 }

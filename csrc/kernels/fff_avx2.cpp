@@ -14,6 +14,8 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+constexpr int64_t kPrefetchBytes = 512;  // lines touched per prefetched block
+
 struct Prim {
   // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
@@ -72,45 +74,51 @@ struct Prim {
   }
 
   static float dot1(const float* x, const float* w, int64_t d) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a[8];
+    for (auto& v : a) v = _mm256_setzero_ps();
     int64_t c = 0;
-    for (; c + 32 <= d; c += 32) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), _mm256_loadu_ps(w + c + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 16), _mm256_loadu_ps(w + c + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 24), _mm256_loadu_ps(w + c + 24), a3);
-    }
+    for (; c + 64 <= d; c += 64)  // 8 independent FMA chains
+      for (int u = 0; u < 8; ++u)
+        a[u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * u), _mm256_loadu_ps(w + c + 8 * u),
+                               a[u]);
     for (; c + 8 <= d; c += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a0);
-    float r = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+      a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a[0]);
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+                                   _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
+    float r = hsum(s);
     for (; c < d; ++c) r += x[c] * w[c];
     return r;
   }
 
-  // y = b_out + sum_j g[j] * w_out[rows[j]], 32 columns at a time kept in registers.
+  // y = b_out + sum_j g[j] * w_out[rows[j]], 64 columns at a time in 8 registers (8 independent
+  // FMA chains across the K rows), then 8 columns, then a scalar tail.
+  // With stream (large batches), rows of y that start 32-byte aligned are written with
+  // non-temporal stores: y is not read back here, so skipping the read-for-ownership saves a
+  // third of its memory traffic. Callers issue fence() before other threads may read y.
   static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
-                         const float* g, int64_t k, int64_t d) {
+                         const float* g, int64_t k, int64_t d, bool stream = false) {
+    stream = stream && (reinterpret_cast<uintptr_t>(y) & 31) == 0 && d % 8 == 0;
     int64_t c = 0;
-    for (; c + 32 <= d; c += 32) {
-      __m256 y0, y1, y2, y3;
-      if (b_out) {
-        y0 = _mm256_loadu_ps(b_out + c), y1 = _mm256_loadu_ps(b_out + c + 8);
-        y2 = _mm256_loadu_ps(b_out + c + 16), y3 = _mm256_loadu_ps(b_out + c + 24);
-      } else {
-        y0 = y1 = y2 = y3 = _mm256_setzero_ps();
-      }
+    for (; c + 64 <= d; c += 64) {
+      __m256 acc[8];
+      for (int u = 0; u < 8; ++u)
+        acc[u] = b_out ? _mm256_loadu_ps(b_out + c + 8 * u) : _mm256_setzero_ps();
       for (int64_t j = 0; j < k; ++j) {
         const float* w = w_out + rows[j] * d + c;
         const __m256 gj = _mm256_set1_ps(g[j]);
-        y0 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w), y0);
-        y1 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8), y1);
-        y2 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 16), y2);
-        y3 = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 24), y3);
+        for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[u]);
       }
-      _mm256_storeu_ps(y + c, y0);
-      _mm256_storeu_ps(y + c + 8, y1);
-      _mm256_storeu_ps(y + c + 16, y2);
-      _mm256_storeu_ps(y + c + 24, y3);
+      if (stream)
+        for (int u = 0; u < 8; ++u) _mm256_stream_ps(y + c + 8 * u, acc[u]);
+      else
+        for (int u = 0; u < 8; ++u) _mm256_storeu_ps(y + c + 8 * u, acc[u]);
+    }
+    for (; c + 8 <= d; c += 8) {
+      __m256 acc = b_out ? _mm256_loadu_ps(b_out + c) : _mm256_setzero_ps();
+      for (int64_t j = 0; j < k; ++j)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(g[j]), _mm256_loadu_ps(w_out + rows[j] * d + c), acc);
+      if (stream) _mm256_stream_ps(y + c, acc);
+      else _mm256_storeu_ps(y + c, acc);
     }
     for (; c < d; ++c) {
       float acc = b_out ? b_out[c] : 0.0f;
@@ -119,9 +127,13 @@ struct Prim {
     }
   }
 
+  static void fence() { _mm_sfence(); }
+
+  // Touch the first lines of the block; the hardware prefetcher follows the sequential stream.
   static void prefetch(const float* p, int64_t bytes) {
     const char* c = reinterpret_cast<const char*>(p);
-    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+    const int64_t end = bytes < kPrefetchBytes ? bytes : kPrefetchBytes;
+    for (int64_t o = 0; o < end; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
   }
 };
 

@@ -2,7 +2,9 @@
 // defining, in its own anonymous namespace, a struct `Prim` with the ISA's primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
-//   gather_sum(y, b_out, w_out, rows[K], g[K], K, d)   y = b_out + sum_k g[k] * w_out[rows[k]]
+//   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
+//                                           w_out[rows[k]]; stream: may bypass the cache
+//   fence()                                 order streamed stores before y is shared
 //   prefetch(p, bytes)                      hint that [p, p+bytes) is read soon
 // The driver is in an anonymous namespace too, so each ISA gets its own copy (no ODR clash).
 //
@@ -10,9 +12,9 @@
 // * token-major (small batches): a thread walks kGroup tokens down the tree together, so the
 //   kGroup dependent row loads of a level overlap, and prefetches both children of every node
 //   (adjacent rows 2n+1, 2n+2) while the current dot products run;
-// * grouped (large batches): per chunk of tokens and per level, tokens sitting at the same node
-//   are contiguous in a permutation (a stable left/right partition per level keeps them sorted
-//   by node), so each node's w_in row is read once for all its tokens.
+// * bucketed (large batches, see run_bucketed): tokens are grouped by the node they sit at
+//   after the top half of the levels, so each lower subtree's rows are fetched once for all of
+//   its tokens and stay in cache while they descend.
 // Both record (row, gelu(a)) per token and level, then form y row by row with gather_sum.
 #pragma once
 #include <omp.h>
@@ -29,8 +31,9 @@ namespace liteffn {
 namespace {
 
 constexpr int kGroup = 4;              // tokens per dot-product call
-constexpr int64_t kChunk = 256;        // tokens per grouped chunk
-constexpr int64_t kGroupedMin = 256;   // tokens per thread from which the grouped schedule runs
+constexpr int64_t kBucketedMin = 64;   // tokens from which the bucketed schedule runs
+constexpr int64_t kBlock = 65536;      // tokens per bucketed block (bounds the scratch memory)
+constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between calls
 
 inline float gelu_exact(float a) { return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f)); }
 
@@ -58,71 +61,108 @@ struct Descent {
   }
 };
 
+// Token-major descent of tokens ids[0..m) (global indices) through tree t, levels [l0, l1),
+// starting at local nodes node[0..m) (updated in place). rows/g are (n, K) scratch by token.
 template <class Prim>
-void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, float* g) {
+void descend_token_major(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0,
+                         int64_t l1, int64_t* node, int64_t* rows, float* g, int64_t base = 0) {
   const FFFArgs& a = s.a;
   const int64_t d = a.d;
   const int64_t row_bytes = d * static_cast<int64_t>(sizeof(float));
-  for (int64_t i0 = t0; i0 < t1; i0 += kGroup) {
-    const int m = static_cast<int>(std::min<int64_t>(kGroup, t1 - i0));
+  for (int64_t j0 = 0; j0 < m; j0 += kGroup) {
+    const int mg = static_cast<int>(std::min<int64_t>(kGroup, m - j0));
     const float* xs[kGroup];
-    for (int j = 0; j < m; ++j) xs[j] = a.x + (i0 + j) * d;
-    for (int t = 0; t < a.trees; ++t) {
-      int64_t node[kGroup] = {0, 0, 0, 0};
-      for (int64_t l = 0; l < s.levels; ++l) {
-        const float* ws[kGroup];
-        for (int j = 0; j < m; ++j) {
-          const int64_t r = t * s.nodes + node[j];
-          ws[j] = a.w_in + r * d;
-          Prim::prefetch(a.w_out + r * d, row_bytes);
-          if (l + 1 < s.levels) Prim::prefetch(a.w_in + (r + node[j] + 1) * d, 2 * row_bytes);
-        }
-        float dot[kGroup];
-        Prim::dot_rows(m, xs, ws, d, dot);
-        for (int j = 0; j < m; ++j)
-          node[j] = s.step(i0 + j, t, l, node[j], dot[j], rows + j * s.k, g + j * s.k);
+    for (int j = 0; j < mg; ++j) xs[j] = a.x + ids[j0 + j] * d;
+    for (int64_t l = l0; l < l1; ++l) {
+      const float* ws[kGroup];
+      for (int j = 0; j < mg; ++j) {
+        const int64_t nj = node[j0 + j], r = t * s.nodes + nj;
+        ws[j] = a.w_in + r * d;
+        // this node's output row (read by gather_sum) and both children 2n+1, 2n+2, which are
+        // adjacent rows: whichever way the token goes, its next row is on its way. Prefetching
+        // whole rows, or grandchildren too, measured slower here than touching their starts.
+        Prim::prefetch(a.w_out + r * d, row_bytes);
+        if (l + 1 < s.levels) Prim::prefetch(a.w_in + (t * s.nodes + 2 * nj + 1) * d, 2 * row_bytes);
+      }
+      float dot[kGroup];
+      Prim::dot_rows(mg, xs, ws, d, dot);
+      for (int j = 0; j < mg; ++j) {
+        const int64_t i = ids[j0 + j];
+        node[j0 + j] = s.step(i, t, l, node[j0 + j], dot[j], rows + (i - base) * s.k,
+                              g + (i - base) * s.k);
       }
     }
-    for (int j = 0; j < m; ++j)
-      Prim::gather_sum(a.y + (i0 + j) * d, a.b_out, a.w_out, rows + j * s.k, g + j * s.k, s.k, d);
   }
 }
 
 template <class Prim>
-void run_grouped(const Descent& s, int64_t c0, int64_t c1, int64_t* rows, float* g,
-                 int64_t* perm, int64_t* tmp, int64_t* node) {
+inline void finish_token(const Descent& s, int64_t i, const int64_t* rows, const float* g) {
   const FFFArgs& a = s.a;
-  const int64_t d = a.d, m_all = c1 - c0;
-  for (int t = 0; t < a.trees; ++t) {
-    for (int64_t j = 0; j < m_all; ++j) perm[j] = j, node[j] = 0;
-    for (int64_t l = 0; l < s.levels; ++l) {
-      int64_t run = 0;
-      while (run < m_all) {  // one run = the tokens at one node, in perm order
-        const int64_t n = node[perm[run]];
-        int64_t end = run + 1;
-        while (end < m_all && node[perm[end]] == n) ++end;
-        const float* w = a.w_in + (t * s.nodes + n) * d;
-        int64_t left = run, right = 0;  // stable partition into tmp: lefts stay, rights follow
-        for (int64_t j0 = run; j0 < end; j0 += kGroup) {
-          const int m = static_cast<int>(std::min<int64_t>(kGroup, end - j0));
-          const float* xs[kGroup];
-          for (int j = 0; j < m; ++j) xs[j] = a.x + (c0 + perm[j0 + j]) * d;
-          float dot[kGroup];
-          Prim::dot_shared(m, xs, w, d, dot);
-          for (int j = 0; j < m; ++j) {
-            const int64_t p = perm[j0 + j];
-            node[p] = s.step(c0 + p, t, l, n, dot[j], rows + p * s.k, g + p * s.k);
-            if (node[p] == 2 * n + 1) perm[left++] = p;
-            else tmp[right++] = p;
-          }
-        }
-        std::copy(tmp, tmp + right, perm + left);
-        run = end;
+  Prim::gather_sum(a.y + i * a.d, a.b_out, a.w_out, rows + i * s.k, g + i * s.k, s.k, a.d,
+                   /*stream=*/true);
+}
+
+// Small batches: each thread walks kGroup tokens at a time through every tree, then sums.
+template <class Prim>
+void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, float* g) {
+  // rows/g here are kGroup x K scratch, indexed by (token - i0)
+  for (int64_t i0 = t0; i0 < t1; i0 += kGroup) {
+    const int64_t m = std::min<int64_t>(kGroup, t1 - i0);
+    int64_t ids[kGroup], node[kGroup];
+    for (int64_t j = 0; j < m; ++j) ids[j] = i0 + j;
+    for (int t = 0; t < s.a.trees; ++t) {
+      for (int64_t j = 0; j < m; ++j) node[j] = 0;
+      descend_token_major<Prim>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
+    }
+    for (int64_t j = 0; j < m; ++j)
+      Prim::gather_sum(s.a.y + (i0 + j) * s.a.d, s.a.b_out, s.a.w_out, rows + j * s.k,
+                       g + j * s.k, s.k, s.a.d);
+  }
+}
+
+// Large batches, per block of tokens and per tree: (A) token-major through the top `split`
+// levels, whose rows stay cache-resident; (B) counting-sort the tokens by the node they reached,
+// so all tokens below one node are contiguous, and descend each such subtree -- small enough to
+// stay in L2 -- for all of its tokens before moving on: each subtree's rows are fetched once per
+// block instead of once per token.
+template <class Prim>
+void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float* g,
+                  int64_t* node, int64_t* ids, int64_t* sorted, int64_t* offsets) {
+  const int64_t split = s.levels / 2;
+  const int64_t buckets = int64_t{1} << split;  // nodes at level `split`
+  const int64_t first = buckets - 1;            // local index of the first of them
+  for (int64_t i = 0; i < n; ++i) ids[i] = i;
+  for (int t = 0; t < s.a.trees; ++t) {
+    const bool last_tree = t + 1 == s.a.trees;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < (n + 63) / 64; ++c) {
+      const int64_t c0 = c * 64, m = std::min<int64_t>(64, n - c0);
+      for (int64_t j = 0; j < m; ++j) node[c0 + j] = 0;
+      descend_token_major<Prim>(s, ids + c0, m, t, 0, split, node + c0, rows, g);
+    }
+    // counting sort by subtree root: offsets[b] .. offsets[b+1] are bucket b's tokens
+    std::fill(offsets, offsets + buckets + 1, 0);
+    for (int64_t i = 0; i < n; ++i) ++offsets[node[i] - first + 1];
+    for (int64_t b = 0; b < buckets; ++b) offsets[b + 1] += offsets[b];
+    for (int64_t i = 0; i < n; ++i) sorted[offsets[node[i] - first]++] = i;
+    for (int64_t b = buckets; b > 0; --b) offsets[b] = offsets[b - 1];
+    offsets[0] = 0;
+    // node[] now holds, per sorted position, the subtree root that token starts stage B at
+    for (int64_t b = 0; b < buckets; ++b)
+      for (int64_t p = offsets[b]; p < offsets[b + 1]; ++p) node[p] = first + b;
+    // Stage B walks the sorted order in chunks, kGroup tokens at a time as in stage A: tokens of
+    // one subtree are adjacent, so its rows are reused while they are in cache, and groups stay
+    // full even when subtrees hold only a few tokens.
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < (n + 63) / 64; ++c) {
+      const int64_t p0 = c * 64, m = std::min<int64_t>(64, n - p0);
+      descend_token_major<Prim>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
+      if (last_tree) {
+        for (int64_t j = 0; j < m; ++j) finish_token<Prim>(s, sorted[p0 + j], rows, g);
+        Prim::fence();
       }
     }
   }
-  for (int64_t p = 0; p < m_all; ++p)
-    Prim::gather_sum(a.y + (c0 + p) * d, a.b_out, a.w_out, rows + p * s.k, g + p * s.k, s.k, d);
 }
 
 template <class Prim>
@@ -131,30 +171,56 @@ void fff_run(const FFFArgs& a, int threads) {
   const int64_t n = a.n;
   if (n <= 0) return;
   threads = clamp_threads(threads, (n + kGroup - 1) / kGroup);
-  const bool grouped = n / threads >= kGroupedMin;
-  if (!grouped && threads == 1 && s.k <= 128) {  // batch-1 fast path: no OpenMP, no heap
-    int64_t rows[kGroup * 128];
-    float g[kGroup * 128];
-    run_token_major<Prim>(s, 0, n, rows, g);
+  if (n < kBucketedMin) {
+    if (threads == 1 && s.k <= 128) {  // batch-1 fast path: no OpenMP, no heap
+      int64_t rows[kGroup * 128];
+      float g[kGroup * 128];
+      run_token_major<Prim>(s, 0, n, rows, g);
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<int64_t> rows(static_cast<size_t>(kGroup * s.k));
+      std::vector<float> g(static_cast<size_t>(kGroup * s.k));
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < (n + kGroup - 1) / kGroup; ++c)
+        run_token_major<Prim>(s, c * kGroup, std::min(n, (c + 1) * kGroup), rows.data(),
+                              g.data());
+    }
     return;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t per = grouped ? kChunk : kGroup;
-    std::vector<int64_t> rows(static_cast<size_t>(per * s.k));
-    std::vector<float> g(static_cast<size_t>(per * s.k));
-    std::vector<int64_t> perm, tmp, node;
-    if (grouped) perm.resize(kChunk), tmp.resize(kChunk), node.resize(kChunk);
-    const int64_t chunks = (n + per - 1) / per;
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t c0 = c * per, c1 = std::min(n, c0 + per);
-      if (grouped)
-        run_grouped<Prim>(s, c0, c1, rows.data(), g.data(), perm.data(), tmp.data(), node.data());
-      else
-        run_token_major<Prim>(s, c0, c1, rows.data(), g.data());
-    }
+  // bounded scratch: blocks of at most kBlock tokens
+  const int64_t block = std::min(n, kBlock);
+  const int64_t buckets = int64_t{1} << (s.levels / 2);
+  // Scratch is kept per calling thread and reused across calls (fresh pages cost a fault each);
+  // buffers above kKeepBytes are released after the call. Every entry is written before read.
+  struct Scratch {
+    std::vector<int64_t> i64;
+    std::vector<float> f32;
+  };
+  thread_local Scratch scratch;
+  const size_t n_i64 = static_cast<size_t>(block * s.k + 3 * block + buckets + 1);
+  if (scratch.i64.size() < n_i64) scratch.i64.resize(n_i64);
+  if (scratch.f32.size() < static_cast<size_t>(block * s.k))
+    scratch.f32.resize(static_cast<size_t>(block * s.k));
+  int64_t* const rows = scratch.i64.data();
+  int64_t* const node = rows + block * s.k;
+  int64_t* const ids = node + block;
+  int64_t* const sorted = ids + block;
+  int64_t* const offsets = sorted + block;
+  float* const g = scratch.f32.data();
+  for (int64_t b0 = 0; b0 < n; b0 += block) {
+    FFFArgs sub = a;
+    sub.n = std::min(block, n - b0);
+    sub.x = a.x + b0 * a.d;
+    sub.y = a.y + b0 * a.d;
+    if (a.path) sub.path = a.path + b0 * s.k;
+    if (a.act) sub.act = a.act + b0 * s.k;
+    const Descent sb(sub);
+    run_bucketed<Prim>(sb, sub.n, threads, rows, g, node, ids, sorted, offsets);
   }
+  if (scratch.i64.size() * sizeof(int64_t) + scratch.f32.size() * sizeof(float) > kKeepBytes)
+    scratch = Scratch{};
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ struct Prim {
     }
   }
   static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
-                         const float* g, int64_t k, int64_t d) {
+                         const float* g, int64_t k, int64_t d, bool /*stream*/ = false) {
     for (int64_t c = 0; c < d; ++c) y[c] = b_out ? b_out[c] : 0.0f;
     for (int64_t j = 0; j < k; ++j) {
       const float* w = w_out + rows[j] * d;
@@ -30,6 +30,7 @@ struct Prim {
     }
   }
   static void prefetch(const float*, int64_t) {}
+  static void fence() {}
 };
 
 }  // namespace

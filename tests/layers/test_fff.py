@@ -255,3 +255,37 @@ def test_loader_errors_name_expected_and_got():
         ffn.load_ultrafastbert_(sd, 0)
     with pytest.raises(KeyError, match=r"encoder\.layers\.5\.ffn\.linear_in\.weight"):
         ffn.load_ultrafastbert_(sd, 5)
+
+
+def test_eval_fast_path_respects_hooks_and_weight_changes(isa):
+    ffn = grid_layer(16, 4, bias_out=True).eval()
+    x = torch.randint(-8, 9, (5, 16)).float() / 8
+    seen = []
+    handle = ffn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    y = ffn(x)
+    handle.remove()
+    assert seen == [(5, 16)]
+    assert_kernel_close(y, ffn.reference(x))
+    with torch.no_grad():
+        ffn.w_out.mul_(2)  # in place: same storage
+        ffn.b_out.add_(1)
+    assert_kernel_close(ffn(x), ffn.reference(x))
+    ffn.double()  # new storage and dtype: the reference path takes over
+    assert ffn(x.double()).dtype == torch.float64
+    ffn.float()
+    ffn.w_in = torch.nn.Parameter(grid_(torch.empty(31, 16)))  # replaced parameter
+    assert_kernel_close(ffn(x), ffn.reference(x))
+
+
+@pytest.mark.slow
+def test_more_tokens_than_one_kernel_block(isa):
+    # the bucketed schedule works in blocks of 65536 tokens; cross a block boundary
+    ffn = grid_layer(3, 6, trees=2).eval()
+    x = torch.randint(-8, 9, (70001, 3)).float() / 8
+    saved = torch.get_num_threads()
+    try:
+        for nthreads in (1, 2):
+            torch.set_num_threads(nthreads)
+            assert_kernel_close(ffn(x), ffn.reference(x))
+    finally:
+        torch.set_num_threads(saved)

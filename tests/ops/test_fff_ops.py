@@ -68,11 +68,15 @@ def test_grouped_schedule_many_tokens(isa):
     d, depth, trees = 37, 6, 2
     w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
     x = grid(1500, d)
-    for nthreads in (1, 2):
-        torch.set_num_threads(nthreads)
-        y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
-        assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
-        assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out))
+    saved = torch.get_num_threads()
+    try:
+        for nthreads in (1, 2):
+            torch.set_num_threads(nthreads)
+            y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+            assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
+            assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out))
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_exact_ties_go_left(isa):
