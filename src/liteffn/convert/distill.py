@@ -105,11 +105,29 @@ def _average_grads(params: Sequence[nn.Parameter], world: int) -> None:
 def _all_mean(x: float, world: int) -> float:
     if world == 1:
         return x
+    return float(_all_mean_tensor(torch.tensor([x], dtype=torch.float64), world))
+
+
+def _all_mean_tensor(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Mean of ``t`` over ranks (each rank holds an equal share of the calibration data)."""
+    if world == 1:
+        return t
     import torch.distributed as dist
 
-    t = torch.tensor([x], dtype=torch.float64)
+    t = t.detach().clone()
     dist.all_reduce(t)
-    return float(t) / world
+    return t / world
+
+
+def _broadcast_module(module: nn.Module, world: int) -> None:
+    """Give every rank rank 0's parameters and buffers (after a data-dependent init)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
 
 
 # -- recording ------------------------------------------------------------------------------
@@ -213,11 +231,17 @@ def _fit_layer(
     # a fresh model to 1e2 in outlier channels), then fold the scale into the output parameters.
     names, bias_name = _OUTPUT_PARAMS.get(type(lite).__name__, ((), None))
     has_bias = bias_name is not None and dict(lite.named_parameters()).get(bias_name) is not None
-    sigma = float(y.std().clamp_min(1e-12)) if names else 1.0
-    mu = y.mean(0) if has_bias else torch.zeros_like(y[0])  # (d,)
+    # Statistics are averaged over ranks and the init broadcast from rank 0, so every rank
+    # starts from the same layer and minimises the same loss.
+    mean_j = _all_mean_tensor(y.mean(0), world)  # (d,) global per-dimension mean
+    spread = _all_mean_tensor(((y - mean_j.mean()) ** 2).mean().reshape(1), world)
+    sigma = float(spread.sqrt().clamp_min(1e-12)) if names else 1.0
+    mu = mean_j if has_bias else torch.zeros_like(y[0])  # (d,)
     y = (y - mu) / sigma
     _match_output_scale(lite, x, y)
-    var_j = ((y - y.mean(0)) ** 2).mean(0).clamp_min(1e-12)  # (d,) per output dimension
+    _broadcast_module(lite, world)
+    var_j = _all_mean_tensor(((y - (mean_j - mu) / sigma) ** 2).mean(0), world)
+    var_j = var_j.clamp_min(1e-12)  # (d,) per output dimension
     var = var_j.mean()
     # Transformer FFN outputs often put most of their variance in a few outlier dimensions; half
     # the loss weighs every dimension by its own variance so the others are fitted too.
