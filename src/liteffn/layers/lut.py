@@ -25,6 +25,7 @@ from torch import nn
 from liteffn import ops
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer, check_input
+from liteffn.ops import lut as lut_ops
 from liteffn.ops.lut import lut_forward, lut_model
 
 __all__ = ["LUTFFN", "LUTLayer", "efd_weights", "thermometer"]
@@ -101,6 +102,11 @@ class _LUTFunction(torch.autograd.Function):
         grad_bits = None
         if ctx.needs_input_grad[0]:
             weights = efd_weights(table.to(grad.dtype))  # (n, out, 2^n), once per backward
+            if grad.dtype == torch.float32 and ops.native_available():
+                grad_bits = lut_ops.lut_efd_input_grad(
+                    grad, addr, weights.contiguous(), mapping.contiguous(), ctx.in_features
+                )
+                return grad_bits, grad_table, None
             grad_bits = torch.zeros(grad.shape[0], ctx.in_features, dtype=grad.dtype)
             addr_t = addr.t().long()  # (out, N)
             for l in range(mapping.shape[1]):

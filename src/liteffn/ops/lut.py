@@ -98,3 +98,31 @@ def lut_forward(model: Any, x: torch.Tensor, d: int) -> torch.Tensor:
     y = torch.empty_like(x)
     model.forward(x.data_ptr(), x.shape[0], y.data_ptr(), threads())
     return y
+
+
+def lut_efd_input_grad(
+    grad: torch.Tensor,
+    addr: torch.Tensor,
+    weights: torch.Tensor,
+    mapping: torch.Tensor,
+    in_features: int,
+) -> torch.Tensor:
+    """Native EFD input gradient of a LUT layer (float32); see ``LUTLayer`` and kernels/lut_efd.h.
+
+    grad (N, out) float32, addr (N, out) uint8, weights (n, out, 2^n) float32, mapping (out, n)
+    int64 -> grad_bits (N, in_features) with ``grad_bits[t, mapping[j, l]] += grad[t, j] *
+    weights[l, j, addr[t, j]]``; deterministic (each token's row is summed by one thread).
+    """
+    n_tok, out = grad.shape
+    n = mapping.shape[1] if mapping.dim() == 2 else 0
+    check_f32("lut_efd_input_grad: grad", grad, (n_tok, out))
+    check_tensor("lut_efd_input_grad: addr", addr, torch.uint8, (n_tok, out))
+    check_f32("lut_efd_input_grad: weights", weights, (n, out, 1 << n))
+    check_tensor("lut_efd_input_grad: mapping", mapping, torch.int64, (out, n))
+    grad_bits = torch.empty(n_tok, in_features, dtype=torch.float32)
+    by_lut = weights.permute(1, 2, 0).contiguous()  # (out, 2^n, n): a LUT's weights together
+    ops.native().lut_efd_input_grad(
+        grad.data_ptr(), addr.data_ptr(), by_lut.data_ptr(), mapping.data_ptr(),
+        grad_bits.data_ptr(), n_tok, out, n, in_features, threads(),
+    )  # fmt: skip
+    return grad_bits
