@@ -36,24 +36,6 @@ def test_empty_batch_and_non_contiguous():
     assert_kernel_close(ffn(x), ffn(x.contiguous()))
 
 
-@pytest.mark.parametrize(
-    ("bad", "err", "msg"),
-    [
-        (torch.randn(3, 7), ValueError, "d_model=8"),
-        (torch.randn(()), ValueError, "0-d"),
-        (torch.ones(3, 8, dtype=torch.int64), TypeError, "floating-point"),
-        (torch.randn(3, 8, device="meta"), ValueError, "CPU"),
-        ([1.0] * 8, TypeError, "torch.Tensor"),
-    ],
-)
-def test_bad_input_names_expected_and_got(bad, err, msg):
-    ffn = DenseFFN(8, 16)
-    with pytest.raises(err, match=msg):
-        ffn(bad)
-    with pytest.raises(err, match=msg):
-        ffn.reference(bad)
-
-
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="activation"):
         DenseFFN(8, 16, activation="swish2")

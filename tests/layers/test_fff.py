@@ -124,26 +124,6 @@ def test_cost():
 
 
 @pytest.mark.parametrize(
-    ("bad", "err", "msg"),
-    [
-        (torch.randn(3, 7), ValueError, "d_model=8"),
-        (torch.randn(()), ValueError, "0-d"),
-        (torch.ones(3, 8, dtype=torch.int64), TypeError, "floating-point"),
-        (torch.randn(3, 8, device="meta"), ValueError, "CPU"),
-        ([1.0] * 8, TypeError, "torch.Tensor"),
-    ],
-)
-def test_bad_input_names_expected_and_got(bad, err, msg):
-    ffn = FastFeedForward(8, depth=2)
-    for mode in (True, False):
-        ffn.train(mode)
-        with pytest.raises(err, match=msg):
-            ffn(bad)
-    with pytest.raises(err, match=msg):
-        ffn.reference(bad)
-
-
-@pytest.mark.parametrize(
     ("kwargs", "msg"),
     [
         ({"depth": -1}, r"depth must be in \[0, 20\], got -1"),

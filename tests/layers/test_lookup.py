@@ -254,22 +254,6 @@ def test_bad_constructor_arguments(kwargs, msg):
         LookupFFN(**kwargs)
 
 
-@pytest.mark.parametrize(
-    ("bad", "err", "msg"),
-    [
-        (torch.randn(3, 7), ValueError, "d_model=8, got shape"),
-        (torch.ones(3, 8, dtype=torch.int64), TypeError, "floating-point"),
-        ([1.0] * 8, TypeError, "torch.Tensor"),
-    ],
-)
-def test_bad_input_names_expected_and_got(bad, err, msg):
-    layer = LookupFFN(8, 4, 3, block_size=8).eval()
-    with pytest.raises(err, match=msg):
-        layer(bad)
-    with pytest.raises(err, match=msg):
-        layer.reference(bad)
-
-
 def test_native_wrappers_check_their_arguments():
     layer = make(16, 4, 3)
     plan = layer._plan()
