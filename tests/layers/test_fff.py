@@ -269,3 +269,13 @@ def test_more_tokens_than_one_kernel_block(isa):
             assert_kernel_close(ffn(x), ffn.reference(x))
     finally:
         torch.set_num_threads(saved)
+
+
+def test_eval_of_a_large_layer_advises_huge_pages_and_stays_exact(isa):
+    # w_in / w_out of 8 MiB and more are backed by huge pages on the first eval call (in place)
+    ffn = grid_layer(512, 11).eval()
+    w_out = ffn.w_out.detach().clone()
+    x = torch.randint(-8, 9, (70, 512)).float() / 8
+    assert_kernel_close(ffn(x), ffn.reference(x))
+    assert torch.equal(ffn.w_out, w_out)
+    assert_kernel_close(ffn(x[:3]), ffn.reference(x[:3]))

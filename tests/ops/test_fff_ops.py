@@ -170,3 +170,14 @@ def test_native_rejects_bad_arguments():
         fff_native(x, w_in, b_in, w_out, 2, 1, path=torch.zeros(3, 3, dtype=torch.int32))
     with pytest.raises(TypeError, match="int32"):
         fff_native(x, w_in, b_in, w_out, 2, 1, path=torch.zeros(3, 3), act=torch.zeros(3, 3))
+
+
+def test_advise_weights_keeps_contents():
+    # huge-page advice for the eval weights: in place, contents unchanged, tiny buffers refused
+    w = torch.randn(3 << 20)  # 12 MiB: at least one aligned 2 MiB page inside
+    before = w.clone()
+    assert isinstance(ops.native().fff_advise_weights(w.data_ptr(), w.numel() * 4), bool)
+    assert torch.equal(w, before)
+    assert ops.native().fff_advise_weights(0, 1 << 30) is False
+    small = torch.randn(100)
+    assert ops.native().fff_advise_weights(small.data_ptr(), 400) is False

@@ -27,6 +27,7 @@ from liteffn.ops import fff as fff_ops
 __all__ = ["FastFeedForward", "load_ultrafastbert_ffns"]
 
 _F32 = torch.float32
+_HUGE_ADVICE_MIN = 8 << 20  # weights from which huge-page backing pays (a few 2 MiB pages)
 
 
 class FastFeedForward(FFNLayer):
@@ -175,6 +176,11 @@ class FastFeedForward(FFNLayer):
             if not self._weights_ok():
                 return None
             self._fast_ptrs = ptrs
+            # the kernel reads random rows: back the (large) weights with huge pages, in place
+            for w in (w_in, w_out):
+                nbytes = w.numel() * 4
+                if nbytes >= _HUGE_ADVICE_MIN:
+                    native.fff_advise_weights(w.data_ptr(), nbytes)
         if not x.is_contiguous():
             x = x.contiguous()
         y = torch.empty_like(x)
