@@ -76,12 +76,36 @@ void fff_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w_out, u
   else fff_forward_scalar(a, threads);
 }
 
+// Shapes as in kernels/fff.h (FFFLeafArgs); w_in, b_in may be 0 when depth == 0, b_out may be 0.
+void fff_leaf_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w1, uintptr_t b1,
+                      uintptr_t w2, uintptr_t b2, uintptr_t b_out, uintptr_t y, int64_t n,
+                      int64_t d, int depth, int trees, int64_t width, int threads) {
+  if (n < 0 || d < 1 || depth < 0 || depth > 30 || trees < 1 || trees > 64 || width < 1)
+    throw std::invalid_argument(
+        "fff_leaf_forward: need n >= 0, d >= 1, 0 <= depth <= 30, 1 <= trees <= 64, width >= 1");
+  if (n == 0) return;
+  if (!x || !w1 || !b1 || !w2 || !b2 || !y || (depth > 0 && (!w_in || !b_in)))
+    throw std::invalid_argument("fff_leaf_forward: null tensor address");
+  const FFFLeafArgs a{reinterpret_cast<const float*>(x),  reinterpret_cast<const float*>(w_in),
+                      reinterpret_cast<const float*>(b_in), reinterpret_cast<const float*>(w1),
+                      reinterpret_cast<const float*>(b1), reinterpret_cast<const float*>(w2),
+                      reinterpret_cast<const float*>(b2), reinterpret_cast<const float*>(b_out),
+                      reinterpret_cast<float*>(y),        n, d, depth, trees, width};
+  if (use_avx2()) fff_leaf_forward_avx2(a, threads);
+  else fff_leaf_forward_scalar(a, threads);
+}
+
 const Registrar reg("fff", [](py::module_& m) {
   m.def("fff_forward", &fff_forward, py::arg("x"), py::arg("w_in"), py::arg("b_in"),
         py::arg("w_out"), py::arg("b_out"), py::arg("y"), py::arg("path"), py::arg("act"),
         py::arg("n"), py::arg("d"), py::arg("depth"), py::arg("trees"), py::arg("threads"),
         py::call_guard<py::gil_scoped_release>(),
         "Hard-descent fast feedforward tree over (n, d) float32 tokens (see kernels/fff.h).");
+  m.def("fff_leaf_forward", &fff_leaf_forward, py::arg("x"), py::arg("w_in"), py::arg("b_in"),
+        py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("b_out"),
+        py::arg("y"), py::arg("n"), py::arg("d"), py::arg("depth"), py::arg("trees"),
+        py::arg("width"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+        "Hard inference of the leaf form (original FFF) over (n, d) float32 tokens.");
   m.def("fff_advise_weights", &advise_weights, py::arg("ptr"), py::arg("bytes"),
         py::call_guard<py::gil_scoped_release>(),
         "Back the 2 MiB-aligned interior of [ptr, ptr+bytes) with huge pages, in place.");

@@ -146,4 +146,6 @@ namespace liteffn {
 
 void fff_forward_avx2(const FFFArgs& a, int threads) { fff_run<Prim>(a, threads); }
 
+void fff_leaf_forward_avx2(const FFFLeafArgs& a, int threads) { fff_leaf_run<Prim>(a, threads); }
+
 }  // namespace liteffn

@@ -223,5 +223,71 @@ void fff_run(const FFFArgs& a, int threads) {
     scratch = Scratch{};
 }
 
+
+// Leaf form, token by token: each tree's routing descent (one dot per level), then the leaf's W
+// input dots kGroup rows at a time, then y = b_out + sum of the W*trees scaled output rows
+// (gather_sum) + the trees' leaf biases. rows/g are (trees*W) scratch.
+template <class Prim>
+void leaf_token(const FFFLeafArgs& a, int64_t i, int64_t* rows, float* g) {
+  const int64_t d = a.d, w = a.width;
+  const int64_t nodes = (int64_t{1} << a.depth) - 1, leaves = int64_t{1} << a.depth;
+  const float* x = a.x + i * d;
+  int64_t leaf[64];  // per tree (trees <= 64 is checked by the binding)
+  for (int t = 0; t < a.trees; ++t) {
+    int64_t node = 0;
+    for (int l = 0; l < a.depth; ++l) {
+      const int64_t r = t * nodes + node;
+      const float* ws[1] = {a.w_in + r * d};
+      float dot;
+      Prim::dot_rows(1, &x, ws, d, &dot);
+      node = 2 * node + 1 + (dot + a.b_in[r] > 0.0f ? 1 : 0);  // NaN compares false: left
+    }
+    const int64_t gl = t * leaves + (node - nodes);  // global leaf, in [t*leaves, (t+1)*leaves)
+    leaf[t] = gl;
+    for (int64_t j0 = 0; j0 < w; j0 += kGroup) {
+      const int mg = static_cast<int>(std::min<int64_t>(kGroup, w - j0));
+      const float* xs[kGroup];
+      const float* ws[kGroup];
+      for (int j = 0; j < mg; ++j) {
+        xs[j] = x;
+        ws[j] = a.w1 + (gl * w + j0 + j) * d;
+      }
+      float dot[kGroup];
+      Prim::dot_rows(mg, xs, ws, d, dot);
+      for (int j = 0; j < mg; ++j) {
+        const int64_t r = gl * w + j0 + j;
+        rows[t * w + j0 + j] = r;
+        g[t * w + j0 + j] = gelu_exact(dot[j] + a.b1[r]);
+      }
+    }
+  }
+  float* y = a.y + i * d;
+  Prim::gather_sum(y, a.b_out, a.w2, rows, g, int64_t{a.trees} * w, d);
+  for (int t = 0; t < a.trees; ++t) {
+    const float* b2 = a.b2 + leaf[t] * d;
+    for (int64_t c = 0; c < d; ++c) y[c] += b2[c];
+  }
+}
+
+template <class Prim>
+void fff_leaf_run(const FFFLeafArgs& a, int threads) {
+  if (a.n <= 0) return;
+  const int64_t k = int64_t{a.trees} * a.width;
+  threads = clamp_threads(threads, a.n);
+  if (threads == 1 && k <= 256) {  // small batches: no OpenMP, no heap
+    int64_t rows[256];
+    float g[256];
+    for (int64_t i = 0; i < a.n; ++i) leaf_token<Prim>(a, i, rows, g);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int64_t> rows(static_cast<size_t>(k));
+    std::vector<float> g(static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < a.n; ++i) leaf_token<Prim>(a, i, rows.data(), g.data());
+  }
+}
+
 }  // namespace
 }  // namespace liteffn

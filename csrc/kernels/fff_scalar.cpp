@@ -42,4 +42,6 @@ namespace liteffn {
 
 void fff_forward_scalar(const FFFArgs& a, int threads) { fff_run<Prim>(a, threads); }
 
+void fff_leaf_forward_scalar(const FFFLeafArgs& a, int threads) { fff_leaf_run<Prim>(a, threads); }
+
 }  // namespace liteffn

@@ -181,3 +181,102 @@ def test_advise_weights_keeps_contents():
     assert ops.native().fff_advise_weights(0, 1 << 30) is False
     small = torch.randn(100)
     assert ops.native().fff_advise_weights(small.data_ptr(), 400) is False
+
+
+# -- leaf form (original FFF) ------------------------------------------------------------------
+
+
+def leaf_layer(d, depth, trees, width, bias_out=False, seed=0):
+    """A leaf-form layer with dyadic routing and leaf-input weights (exact dots in any order)."""
+    from liteffn import FastFeedForward
+
+    torch.manual_seed(seed)
+    ffn = FastFeedForward(d, depth=depth, trees=trees, leaf_width=width, bias_out=bias_out)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (ffn.w_in, ffn.b_in, ffn.leaf_w1, ffn.leaf_b1):
+            p.copy_(grid(*p.shape, gen=g))
+        if bias_out:
+            ffn.b_out.normal_()
+    return ffn.eval()
+
+
+def leaf_native(ffn, x):
+    from liteffn.ops.fff import fff_leaf_native
+
+    return fff_leaf_native(
+        x, ffn.w_in.detach(), ffn.b_in.detach(), ffn.leaf_w1.detach(), ffn.leaf_b1.detach(),
+        ffn.leaf_w2.detach(), ffn.leaf_b2.detach(), ffn.depth, ffn.trees,
+        None if ffn.b_out is None else ffn.b_out.detach(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("depth", "trees", "width"), [(0, 1, 1), (1, 2, 5), (4, 3, 8), (6, 1, 9)])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_leaf_native_matches_reference(isa, depth, trees, width, n):
+    ffn = leaf_layer(24, depth, trees, width, bias_out=trees == 2)
+    x = grid(n, 24)
+    expected = ffn.reference(x)
+    assert_kernel_close(leaf_native(ffn, x), expected, what=isa)
+    assert_kernel_close(ffn(x), expected, what=isa)  # the layer's eval path takes the kernel
+
+
+def test_leaf_native_two_threads_and_empty_batch(isa):
+    ffn = leaf_layer(13, 3, 2, 4, bias_out=True)
+    x = grid(257, 13)
+    saved = torch.get_num_threads()
+    try:
+        for nthreads in (1, 2):
+            torch.set_num_threads(nthreads)
+            assert_kernel_close(leaf_native(ffn, x), ffn.reference(x))
+    finally:
+        torch.set_num_threads(saved)
+    assert leaf_native(ffn, torch.empty(0, 13)).shape == (0, 13)
+
+
+def test_leaf_native_ties_go_left_and_nan_stays_in_bounds(isa):
+    ffn = leaf_layer(6, 3, 2, 3)
+    with torch.no_grad():
+        ffn.w_in.zero_()
+        ffn.b_in.zero_()  # every a == 0: every token goes to each tree's leftmost leaf
+    x = grid(5, 6)
+    assert_kernel_close(leaf_native(ffn, x), ffn.reference(x))
+    x[2, 1] = float("nan")  # NaN routes left; its leaf output is NaN, the others are unaffected
+    y = leaf_native(ffn, x)
+    ok = torch.tensor([True, True, False, True, True])
+    assert_kernel_close(y[ok], ffn.reference(x[ok]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    d=st.integers(1, 40),
+    depth=st.integers(0, 6),
+    trees=st.integers(1, 3),
+    width=st.integers(1, 10),
+    n=st.integers(0, 20),
+    seed=st.integers(0, 2**16),
+)
+def test_leaf_native_matches_reference_property(d, depth, trees, width, n, seed):
+    ffn = leaf_layer(d, depth, trees, width, bias_out=seed % 2 == 0, seed=seed)
+    x = grid(n, d, gen=torch.Generator().manual_seed(seed + 1))
+    expected = ffn.reference(x)
+    for level in testing.isa_levels():
+        with ops.use_isa(level):
+            assert_kernel_close(leaf_native(ffn, x), expected, what=level)
+
+
+def test_leaf_native_rejects_bad_arguments():
+    from liteffn.ops.fff import fff_leaf_native
+
+    ffn = leaf_layer(8, 2, 1, 3)
+    args = [p.detach() for p in (ffn.w_in, ffn.b_in, ffn.leaf_w1, ffn.leaf_b1, ffn.leaf_w2)]
+    b2 = ffn.leaf_b2.detach()
+    x = grid(3, 8)
+    with pytest.raises(ValueError, match=r"leaf_b2: expected shape \(4, 8\), got \(3, 8\)"):
+        fff_leaf_native(x, *args, b2[:3], 2, 1)
+    with pytest.raises(ValueError, match=r"w_in: expected shape \(7, 8\), got \(3, 8\)"):
+        fff_leaf_native(x, *args, b2, 3, 1)
+    with pytest.raises(TypeError, match="float32"):
+        fff_leaf_native(x.double(), *args, b2, 2, 1)
+    with pytest.raises(ValueError, match=r"1 <= trees <= 64, got depth=2, trees=65"):
+        fff_leaf_native(x, *args, b2, 2, 65)

@@ -43,7 +43,8 @@ class FastFeedForward(FFNLayer):
     leaf_width), ``leaf_w2`` (trees·leaves, leaf_width, d_model), ``leaf_b2`` (trees·leaves,
     d_model); ``w_in``/``b_in`` hold the ``2**depth - 1`` routing nodes per tree. Training mixes
     all leaves softly (sigmoid node decisions, optional ``region_leak``) and records the mean
-    decision entropy for ``hardening_loss()``; inference takes the hard path (PyTorch reference).
+    decision entropy for ``hardening_loss()``; inference takes the hard path (native kernel
+    for float32, ``reference()`` in PyTorch).
 
     Example:
         >>> ffn = FastFeedForward(768, depth=11).eval()
@@ -74,7 +75,7 @@ class FastFeedForward(FFNLayer):
             raise ValueError(f"FastFeedForward: region_leak must be in [0, 0.5), got {region_leak}")
         self.d_model, self.depth, self.trees = d_model, depth, trees
         self.leaf_width, self.region_leak = leaf_width, region_leak
-        self.has_native = leaf_width == 0
+        self.has_native = leaf_width == 0 or trees <= 64  # leaf kernel: up to 64 trees
         d = d_model
         if leaf_width == 0:
             self.nodes = 2 ** (depth + 1) - 1
@@ -152,8 +153,8 @@ class FastFeedForward(FFNLayer):
         """Eval through the kernel with a handful of cheap checks, or None when anything is
         unusual (dtype, device, shape, grad, build missing); FFNLayer.forward handles those."""
         native = ops._native
-        if not self.has_native or native is None or type(x) is not torch.Tensor:
-            return None
+        if self.leaf_width or native is None or type(x) is not torch.Tensor:
+            return None  # the leaf form takes FFNLayer.forward -> _native_forward
         if not (
             x.dtype is _F32
             and x.is_cpu
@@ -216,6 +217,14 @@ class FastFeedForward(FFNLayer):
 
     def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
         b_out = None if self.b_out is None else self.b_out.detach().contiguous()
+        if self.leaf_width:
+            params = [self.w_in, self.b_in, self.leaf_w1, self.leaf_b1, self.leaf_w2, self.leaf_b2]
+            if any(p.dtype != _F32 for p in params):
+                return self._reference(x2)  # e.g. a double module fed float32
+            w_in, b_in, w1, b1, w2, b2 = (p.detach().contiguous() for p in params)
+            return fff_ops.fff_leaf_native(
+                x2, w_in, b_in, w1, b1, w2, b2, self.depth, self.trees, b_out
+            )
         return fff_ops.fff_native(
             x2,
             self.w_in.detach().contiguous(),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from liteffn import ops
 from liteffn.ops._check import check_f32, check_tensor, threads
 
-__all__ = ["fff_native", "fff_paths", "fff_reference", "fff_train"]
+__all__ = ["fff_leaf_native", "fff_native", "fff_paths", "fff_reference", "fff_train"]
 
 
 def _sizes(w_in: torch.Tensor, depth: int, trees: int) -> int:
@@ -129,6 +129,72 @@ def fff_native(
         d,
         depth,
         trees,
+        threads(),
+    )
+    return y
+
+
+def fff_leaf_native(
+    x: torch.Tensor,
+    w_in: torch.Tensor,
+    b_in: torch.Tensor,
+    leaf_w1: torch.Tensor,
+    leaf_b1: torch.Tensor,
+    leaf_w2: torch.Tensor,
+    leaf_b2: torch.Tensor,
+    depth: int,
+    trees: int,
+    b_out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Native hard inference of the leaf form (original FFF), (N, d) -> (N, d).
+
+    Per tree: ``depth`` routing levels over ``w_in`` (T*(2**depth-1), d) / ``b_in`` (``a > 0``
+    goes right, NaN left) to leaf ``L``; then ``gelu(leaf_w1[L] x + leaf_b1[L]) @ leaf_w2[L] +
+    leaf_b2[L]`` with ``leaf_w1``, ``leaf_w2`` (T*2**depth, W, d), ``leaf_b1`` (T*2**depth, W),
+    ``leaf_b2`` (T*2**depth, d); the trees' outputs and ``b_out`` are summed. All contiguous
+    float32 CPU tensors.
+    """
+    check_f32("fff_leaf: x", x)
+    if x.dim() != 2:
+        raise ValueError(f"fff_leaf: expected x of shape (N, d), got {tuple(x.shape)}")
+    if not 0 <= depth <= 30 or not 1 <= trees <= 64:
+        raise ValueError(
+            f"fff_leaf: expected 0 <= depth <= 30 and 1 <= trees <= 64, got depth={depth}, "
+            f"trees={trees}"
+        )
+    n_tok, d = x.shape
+    nodes, leaves = 2**depth - 1, trees * 2**depth
+    if leaf_w1.dim() != 3:
+        raise ValueError(
+            f"fff_leaf: expected leaf_w1 of shape (L, W, d), got {tuple(leaf_w1.shape)}"
+        )
+    width = leaf_w1.shape[1]
+    check_f32("fff_leaf: w_in", w_in, (trees * nodes, d))
+    check_f32("fff_leaf: b_in", b_in, (trees * nodes,))
+    check_f32("fff_leaf: leaf_w1", leaf_w1, (leaves, width, d))
+    check_f32("fff_leaf: leaf_b1", leaf_b1, (leaves, width))
+    check_f32("fff_leaf: leaf_w2", leaf_w2, (leaves, width, d))
+    check_f32("fff_leaf: leaf_b2", leaf_b2, (leaves, d))
+    if b_out is not None:
+        check_f32("fff_leaf: b_out", b_out, (d,))
+    if width < 1:
+        raise ValueError(f"fff_leaf: expected a leaf width >= 1, got {width}")
+    y = torch.empty_like(x)
+    ops.native().fff_leaf_forward(
+        x.data_ptr(),
+        w_in.data_ptr() if nodes else 0,
+        b_in.data_ptr() if nodes else 0,
+        leaf_w1.data_ptr(),
+        leaf_b1.data_ptr(),
+        leaf_w2.data_ptr(),
+        leaf_b2.data_ptr(),
+        0 if b_out is None else b_out.data_ptr(),
+        y.data_ptr(),
+        n_tok,
+        d,
+        depth,
+        trees,
+        width,
         threads(),
     )
     return y
