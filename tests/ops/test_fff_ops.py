@@ -63,6 +63,17 @@ def test_deep_trees(isa, depth):
     assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, 1))
 
 
+@pytest.mark.parametrize("depth", [0, 16])
+def test_bucketed_schedule_at_the_depth_extremes(isa, depth):
+    # >= 64 tokens take the bucketed schedule: depth 0 (one level, split 0) and 16 (split 8)
+    d, trees = 8, 2
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
+    x = grid(100, d)
+    y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+    assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
+    assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out), what=isa)
+
+
 def test_grouped_schedule_many_tokens(isa):
     # >= 256 tokens per thread takes the grouped (node-sorted) schedule; d not a multiple of 8.
     d, depth, trees = 37, 6, 2
