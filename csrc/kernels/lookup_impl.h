@@ -21,6 +21,7 @@ namespace {
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
 constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
+constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
@@ -117,6 +118,10 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
         const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
         const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
         for (int64_t t = 0; t < m; ++t) {
+          if (t + kTableMajorAhead < m)  // a later token's rows: hide the L2/L3 latency
+            for (int64_t g = 0; g < gn; ++g)
+              prefetch_row(base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
+                           kChunk * esize);
           for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
           Ops::gather_chunk(ybuf + t * kChunk, tables, bf16, offs, rs + t * kGroup, gn);
         }
