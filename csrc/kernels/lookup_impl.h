@@ -19,10 +19,7 @@ namespace liteffn {
 namespace {
 
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
-#ifndef LK_TILE
-#define LK_TILE 2048
-#endif
-constexpr int64_t kTableMajorTile = LK_TILE;  // tokens gathered together in table-major order
+constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
 constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
@@ -127,8 +124,9 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
         for (int64_t t = 0; t < m; ++t) {
           if (t + kTableMajorAhead < m)  // a later token's rows: hide the L2/L3 latency
             for (int64_t g = 0; g < gn; ++g)
-              prefetch_row(base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
-                           kChunk * esize);
+              prefetch_row(
+                  base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
+                  kChunk * esize);
           for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
           Ops::gather_chunk(ybuf + t * kChunk, tables, bf16, offs, rs + t * kGroup, gn);
         }
