@@ -21,6 +21,7 @@ namespace {
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
 constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
+constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
@@ -95,17 +96,21 @@ void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes,
 // kChunk) stays in L2 while the tile's tokens read it, so each table byte comes from DRAM about
 // once per tile, and codes, scores and ybuf are read as sequential streams.
 // Scratch: ybuf >= m * kChunk floats (table-major) or kChunk (token-major), offs and s >= h.
+// Table-major only: column chunks [c_begin, c_end) (default: all), so that several threads can
+// share one tile, each with its own chunks (each table byte then comes from DRAM once per tile,
+// not once per thread).
 template <class Ops>
 void gather_tile(const int32_t* codes, const float* scores, int64_t m, const LookupDims& k,
                  const void* tables, bool bf16, const float* bias, float* y, bool table_major,
-                 float* ybuf, int64_t* offs, float* s) {
+                 float* ybuf, int64_t* offs, float* s, int64_t c_begin = 0,
+                 int64_t c_end = INT64_MAX) {
   const int64_t d = k.d, h = k.h, rows = int64_t{1} << k.tau, nc = (d + kChunk - 1) / kChunk;
   const int64_t chunk_stride = rows * kChunk;  // elements between a row's consecutive chunks
   const int64_t esize = bf16 ? 2 : 4;
   const char* base = static_cast<const char*>(tables);
   if (table_major) {
     int64_t chunk_base[kGroup];
-    for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t c = c_begin; c < std::min(nc, c_end); ++c) {
       const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
       for (int64_t t = 0; t < m; ++t) {
         std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
@@ -117,6 +122,11 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
         const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
         const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
         for (int64_t t = 0; t < m; ++t) {
+          if (t + kTableMajorAhead < m)  // a later token's rows: hide the L2/L3 latency
+            for (int64_t g = 0; g < gn; ++g)
+              prefetch_row(
+                  base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
+                  kChunk * esize);
           for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
           Ops::gather_chunk(ybuf + t * kChunk, tables, bf16, offs, rs + t * kGroup, gn);
         }
@@ -146,6 +156,24 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
   }
 }
 
+// codes/scores (groups, m, kGroup) of tokens [s, s + ms) of a table-major tile of m tokens
+// (codes pre-multiplied by kChunk), or (m, h) for token-major; z, e, cbuf, sbuf scratch.
+template <class Ops>
+void tile_codes(const float* z, int64_t ms, int64_t s, int64_t m, const LookupDims& k,
+                bool table_major, float* e, int32_t* cbuf, float* sbuf, int32_t* codes,
+                float* scores) {
+  const int64_t h = k.h;
+  for (int64_t t = 0; t < ms; ++t) {
+    codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
+    const int64_t tt = s + t;  // token within the tile
+    for (int64_t q = 0; q < h; ++q) {
+      const int64_t at = table_major ? ((q / kGroup) * m + tt) * kGroup + q % kGroup : tt * h + q;
+      codes[at] = table_major ? cbuf[q] * static_cast<int32_t>(kChunk) : cbuf[q];
+      scores[at] = sbuf[q];
+    }
+  }
+}
+
 template <class Ops>
 void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* wt,
                   const float* pbias, const void* tables, bool bf16, const float* bias, float* y,
@@ -153,44 +181,57 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   if (n <= 0) return;
   if (order == 0) order = n >= kTableMajorMin ? 2 : 1;
   const bool table_major = order == 2;
-  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
-  int64_t tile = kProjTile;
-  if (table_major) {  // big tiles reuse table rows; but give every thread work
-    const int64_t per_thread = (n + threads - 1) / threads;
-    tile = std::min(kTableMajorTile, (per_thread + kProjTile - 1) / kProjTile * kProjTile);
+  const int64_t h = k.h, W = k.bh4 ? kProjTile * k.D : 0, nc = (k.d + kChunk - 1) / kChunk;
+  if (table_major) {
+    // Tiles of up to kTableMajorTile tokens, one after the other; the threads share each tile:
+    // they project its tokens (split by token), then gather it (split by column chunk), so each
+    // table byte comes from DRAM once per tile whatever the thread count.
+    const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile;
+    const int64_t groups = (h + kGroup - 1) / kGroup;
+    std::vector<float> scores(groups * tile * kGroup, 0.0f);
+    std::vector<int32_t> codes(groups * tile * kGroup, 0);
+    threads = clamp_threads(threads, std::max<int64_t>(1, (tile + kProjTile - 1) / kProjTile));
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
+      std::vector<float> ybuf(tile * kChunk);
+      std::vector<int32_t> cbuf(h);
+      std::vector<int64_t> offs(h);
+      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+      for (int64_t i = 0; i < tiles; ++i) {
+        const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < m; s += kProjTile) {
+          const int64_t ms = std::min(kProjTile, m - s);
+          project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(), a.data(),
+                            c.data());
+          tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(),
+                          codes.data(), scores.data());
+        }  // implicit barrier: the tile's codes are complete
+        gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
+                         true, ybuf.data(), offs.data(), sbuf.data(), nc * id / nt,
+                         nc * (id + 1) / nt);
+#pragma omp barrier
+      }
+    }
+    return;
   }
-  const int64_t tiles = (n + tile - 1) / tile;
-  threads = clamp_threads(threads, tiles);
-  const int64_t h = k.h, pm = std::min(kProjTile, n), gm = std::min(tile, n);  // scratch rows
-  const int64_t groups = (h + kGroup - 1) / kGroup;
-  const int64_t cs = table_major ? groups * gm * kGroup : gm * h;  // codes/scores per tile
-  const int64_t W = k.bh4 ? pm * k.D : 0;
+  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
+  const int64_t tiles = (n + kProjTile - 1) / kProjTile, pm = std::min(kProjTile, n);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> xp(W), a(W), c(W), z(pm * k.P), e(k.P), scores(cs, 0.0f), sbuf(h);
-    std::vector<float> ybuf((table_major ? gm : 1) * kChunk);
-    std::vector<int32_t> codes(cs, 0), cbuf(h);
+    std::vector<float> xp(W), a(W), c(W), z(pm * k.P), e(k.P), scores(pm * h), sbuf(h);
+    std::vector<float> ybuf(kChunk);
+    std::vector<int32_t> codes(pm * h), cbuf(h);
     std::vector<int64_t> offs(h);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < tiles; ++i) {
-      const int64_t t0 = i * tile, m = std::min(tile, n - t0);
-      for (int64_t s = 0; s < m; s += kProjTile) {
-        const int64_t ms = std::min(kProjTile, m - s);
-        project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(), a.data(),
-                          c.data());
-        for (int64_t t = 0; t < ms; ++t) {
-          codes_scores<Ops>(z.data() + t * k.P, k, e.data(), cbuf.data(), sbuf.data());
-          const int64_t tt = s + t;  // token within the tile
-          for (int64_t q = 0; q < h; ++q) {
-            const int64_t at = table_major ? ((q / kGroup) * m + tt) * kGroup + q % kGroup
-                                           : tt * h + q;
-            codes[at] = table_major ? cbuf[q] * static_cast<int32_t>(kChunk) : cbuf[q];
-            scores[at] = sbuf[q];
-          }
-        }
-      }
+      const int64_t t0 = i * kProjTile, m = std::min(kProjTile, n - t0);
+      project_tile<Ops>(x + t0 * k.d, m, k, wt, pbias, z.data(), xp.data(), a.data(), c.data());
+      tile_codes<Ops>(z.data(), m, 0, m, k, false, e.data(), cbuf.data(), sbuf.data(),
+                      codes.data(), scores.data());
       gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
-                       table_major, ybuf.data(), offs.data(), sbuf.data());
+                       false, ybuf.data(), offs.data(), sbuf.data());
     }
   }
 }
@@ -202,29 +243,31 @@ template <class Ops>
 void gather_packed_impl(const int32_t* codes, const float* scores, const void* packed, bool bf16,
                         int64_t n, const LookupDims& k, float* y, int threads) {
   if (n <= 0) return;
-  threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
-  const int64_t per_thread = (n + threads - 1) / threads;
-  const int64_t tile = std::min(kTableMajorTile, per_thread);
-  const int64_t tiles = (n + tile - 1) / tile, h = k.h;
-  const int64_t groups = (h + kGroup - 1) / kGroup;
-  threads = clamp_threads(threads, tiles);
+  // tiles one after the other, each shared by the threads: split by token to regroup the
+  // codes, then by column chunk to gather (as forward_impl's table-major path)
+  const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile, h = k.h;
+  const int64_t groups = (h + kGroup - 1) / kGroup, nc = (k.d + kChunk - 1) / kChunk;
+  std::vector<float> sc(groups * tile * kGroup, 0.0f), zeros(k.d, 0.0f);
+  std::vector<int32_t> cc(groups * tile * kGroup, 0);
+  threads = clamp_threads(threads, nc);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> sc(groups * tile * kGroup, 0.0f), ybuf(tile * kChunk), zeros(k.d, 0.0f);
-    std::vector<int32_t> cc(groups * tile * kGroup, 0);
+    std::vector<float> ybuf(tile * kChunk), sbuf(h);
     std::vector<int64_t> offs(h);
-    std::vector<float> sbuf(h);
-#pragma omp for schedule(static)
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+#pragma omp for schedule(static)
       for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, kGroup), codes * kChunk
         for (int64_t q = 0; q < h; ++q) {
           const int64_t at = ((q / kGroup) * m + t) * kGroup + q % kGroup;
           cc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
           sc[at] = scores[(t0 + t) * h + q];
-        }
+        }  // implicit barrier
       gather_tile<Ops>(cc.data(), sc.data(), m, k, packed, bf16, zeros.data(), y + t0 * k.d,
-                       true, ybuf.data(), offs.data(), sbuf.data());
+                       true, ybuf.data(), offs.data(), sbuf.data(), nc * id / nt,
+                       nc * (id + 1) / nt);
+#pragma omp barrier
     }
   }
 }

@@ -169,6 +169,32 @@ def test_gradients_match_plain_autograd_float64(projection):
         assert_kernel_close(got, want, what=f"grad {name}")  # float64: rtol 1e-9
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_table_major_tiles_shared_by_threads(threads):
+    # > 2048 tokens: several table-major tiles; the threads split each tile's projection by
+    # token and its gather by column chunk (d = 130: 3 chunks, an uneven split)
+    layer = make(130, 9, 3)
+    x = safe_tokens(layer, 2100)
+    expected = layer.reference(x)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for isa in testing.isa_levels():
+            with testing.use_isa(isa):
+                got = layer._native_forward(x, 2)
+                assert_kernel_close(got, expected, what=f"{isa} threads={threads}")
+                # the training gather's packed path shares its tiles the same way
+                codes = torch.randint(0, 8, (2100, 9), dtype=torch.int32)
+                scores, tables = torch.rand(2100, 9), layer.tables.detach()
+                assert_kernel_close(
+                    lookup_ops.gather_accumulate(scores, codes, tables),
+                    lookup_ops.gather_reference(scores, codes, tables),
+                    what=f"packed gather {isa} threads={threads}",
+                )
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_sparse_table_gradient_equals_dense():
     dense = make(40, 8, 4).train()
     sparse = copy.deepcopy(dense)

@@ -73,6 +73,14 @@ def test_gather_rejects_bad_arguments():
         lookup_ops.gather_accumulate(scores, codes[:, :2], tables)
     with pytest.raises(ValueError, match=r"tables \(h, 2\^tau, d\), got shape \(3, 4\)"):
         lookup_ops.gather_accumulate(scores, codes, tables[:, :, 0])
+    bad = codes.clone()
+    # one past the last row: the kernels would read out of bounds
+    bad[0, 0], bad[2, 1] = 0, tables.shape[1]
+    with pytest.raises(ValueError, match=r"codes in \[0, 4\), got values in \[0, 4\]"):
+        lookup_ops.gather_accumulate(scores, bad, tables)
+    bad[2, 1] = -1
+    with pytest.raises(ValueError, match=r"codes in \[0, 4\), got values in \[-1, "):
+        lookup_ops.gather_accumulate(scores, bad, tables)
 
 
 def test_pack_tables_layout_and_hugepage_buffer():

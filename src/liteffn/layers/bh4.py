@@ -69,8 +69,11 @@ class BH4Projection(nn.Module):
         for r in range(self.repeats):
             h = xp
             for s in range(STAGES):
-                hb = h.reshape(n, D // b, b)  # (N, blocks, b_in)
-                h = torch.einsum("nji,joi->njo", hb, self.blocks[r, s]).reshape(n, D)
+                hb = h.reshape(n, D // b, b).transpose(0, 1)  # (blocks, N, b_in), a view
+                # one batched product per block: (blocks, N, b_in) @ (blocks, b_in, b_out);
+                # bmm takes the strided views as they are (einsum copied both ways)
+                hb = torch.bmm(hb, self.blocks[r, s].transpose(1, 2))  # (blocks, N, b_out)
+                h = hb.transpose(0, 1).reshape(n, D)
                 h = transform(h, D**-0.5)  # orthonormal Walsh-Hadamard
             outs.append(MIX * h + (1.0 - MIX) * xp)
         z = torch.cat(outs, dim=-1)[:, : self.out_features]  # (N, R * D) -> (N, out)

@@ -169,10 +169,14 @@ class LookupFFN(FFNLayer):
         if self.training or not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
             return super().forward(x)
         check_input(x, self.d_model, "LookupFFN")
-        x2 = x.reshape(-1, self.d_model)  # (N, d_model)
-        if not self._use_native(x2):
+        if not self._use_native(x):
             return super().forward(x)
-        return lookup_ops.run_forward(self._plan(), x2.contiguous()).reshape(x.shape)
+        # the eval fast path: a contiguous (N, d_model) input goes to the kernel as it is
+        # (reshape costs microseconds, a batch-1 call ~60)
+        if x.dim() == 2 and x.is_contiguous():
+            return lookup_ops.run_forward(self._plan(), x)
+        x2 = x.reshape(-1, self.d_model).contiguous()  # (N, d_model)
+        return lookup_ops.run_forward(self._plan(), x2).reshape(x.shape)
 
     # -- accounting -------------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ def _check_gather(scores: torch.Tensor, codes: torch.Tensor, tables: torch.Tenso
     check_tensor("gather: codes", codes, torch.int32, (n, h))
     check_tensor("gather: scores", scores, tables.dtype, (n, h))
     check_tensor("gather: tables", tables, tables.dtype)
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= rows):
+        lo, hi = int(codes.min()), int(codes.max())
+        raise ValueError(f"gather: expected codes in [0, {rows}), got values in [{lo}, {hi}]")
 
 
 _scratch = threading.local()
