@@ -13,20 +13,13 @@ namespace liteffn {
 constexpr int64_t kLutTrainTokenBlock = 64;  // tokens per parallel work item (forward)
 constexpr int64_t kLutGradLutBlock = 64;     // LUTs per work item (table gradient): 16 KiB
 
-inline void lut_train_forward_impl(const float* bits, const int64_t* mapping, const float* table,
-                                   uint8_t* addr, float* y, int64_t N, int64_t out, int64_t n,
-                                   int64_t in, int threads) {
-  const int64_t size = int64_t{1} << n;
-  // Each LUT's signs packed into one word (n <= 6): bit a is [table[j, a] > 0]. The packed
-  // tables (8 bytes per LUT) stay in L1/L2 while tokens stream through.
-  std::vector<uint64_t> packed(static_cast<size_t>(out), 0);
-  for (int64_t j = 0; j < out; ++j) {
-    uint64_t w = 0;
-    for (int64_t a = 0; a < size; ++a)
-      if (table[j * size + a] > 0.0f) w |= uint64_t{1} << a;  // NaN compares false -> 0
-    packed[static_cast<size_t>(j)] = w;
-  }
-  const uint64_t* pk = packed.data();
+// The token loop for a compile-time number of LUT inputs (NN > 0: unrolled address build) or a
+// run-time one (NN == 0).
+template <int NN>
+void lut_train_forward_tokens(const float* bits, const int32_t* mapping, const uint64_t* packed,
+                              uint8_t* addr, float* y, int64_t N, int64_t out, int64_t n_rt,
+                              int64_t in, int threads) {
+  const int64_t n = NN > 0 ? NN : n_rt;
   const int64_t blocks = (N + kLutTrainTokenBlock - 1) / kLutTrainTokenBlock;
   threads = clamp_threads(threads, blocks);
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -37,13 +30,37 @@ inline void lut_train_forward_impl(const float* bits, const int64_t* mapping, co
       uint8_t* at = addr + t * out;
       float* yt = y + t * out;
       for (int64_t j = 0; j < out; ++j) {
-        const int64_t* m = mapping + j * n;
+        const int32_t* m = mapping + j * n;
         unsigned a = 0;
         for (int64_t l = 0; l < n; ++l) a |= static_cast<unsigned>(row[m[l]] != 0.0f) << l;
         at[j] = static_cast<uint8_t>(a);
-        yt[j] = static_cast<float>((pk[j] >> a) & 1u);
+        yt[j] = static_cast<float>((packed[j] >> a) & 1u);
       }
     }
+  }
+}
+
+inline void lut_train_forward_impl(const float* bits, const int64_t* mapping, const float* table,
+                                   uint8_t* addr, float* y, int64_t N, int64_t out, int64_t n,
+                                   int64_t in, int threads) {
+  const int64_t size = int64_t{1} << n;
+  // Each LUT's signs packed into one word (n <= 6): bit a is [table[j, a] > 0]. The packed
+  // tables (8 bytes per LUT) and the int32 mapping stay in cache while tokens stream through.
+  std::vector<uint64_t> packed(static_cast<size_t>(out), 0);
+  std::vector<int32_t> map32(static_cast<size_t>(out * n));
+  for (int64_t j = 0; j < out; ++j) {
+    uint64_t w = 0;
+    for (int64_t a = 0; a < size; ++a)
+      if (table[j * size + a] > 0.0f) w |= uint64_t{1} << a;  // NaN compares false -> 0
+    packed[static_cast<size_t>(j)] = w;
+  }
+  for (int64_t i = 0; i < out * n; ++i) map32[static_cast<size_t>(i)] = static_cast<int32_t>(mapping[i]);
+  const int32_t* m = map32.data();
+  const uint64_t* pk = packed.data();
+  switch (n) {
+    case 6: lut_train_forward_tokens<6>(bits, m, pk, addr, y, N, out, n, in, threads); break;
+    case 4: lut_train_forward_tokens<4>(bits, m, pk, addr, y, N, out, n, in, threads); break;
+    default: lut_train_forward_tokens<0>(bits, m, pk, addr, y, N, out, n, in, threads); break;
   }
 }
 
