@@ -68,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=["dense", "lookup", "fff", "lut"],
         choices=["dense", "lookup", "fff", "lut"],
     )
-    p.add_argument("--steps", type=int, help="steps per point (default: sweep.DEFAULT_RUN, 200; --tiny: 20)")
+    p.add_argument(
+        "--steps", type=int, help="steps per point (default: sweep.DEFAULT_RUN, 200; --tiny: 20)"
+    )
     p.add_argument("--batch-size", type=int, help="global batch (default 8 sequences, 32 images)")
     p.add_argument("--quick", action="store_true", help="one point per family, 1/4 of the steps")
     p.add_argument("--tiny", action="store_true", help="tiny models and data (seconds per point)")
