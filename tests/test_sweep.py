@@ -45,7 +45,7 @@ def test_plan_matches_narrow_dense_to_each_lite_point():
     want = sorted({max(1, round(p.ffn.build(32).cost().flops_per_token / 128)) for p in lite})
     assert narrow == want
     assert set(skipped) | {p.family for p in lite} == {"lookup", "fff", "lut"}
-    assert all(p.table_lr_mult == (10.0 if p.family == "lut" else 1.0) for p in points)
+    assert all(p.table_lr_mult == sweep.TABLE_LR_MULT.get(p.family, 1.0) for p in points)
     only_dense, _ = sweep.plan(["vit"], 32, families=["dense"])
     assert [p.label for p in only_dense] == ["dense d_ff=4d"]
 

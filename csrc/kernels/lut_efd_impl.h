@@ -11,9 +11,12 @@ namespace liteffn {
 
 constexpr int64_t kEfdTokenBlock = 64;  // tokens whose grad_bits rows stay in L2 together
 
-inline void lut_efd_input_grad_impl(const float* grad, const uint8_t* addr, const float* weights,
-                                    const int64_t* mapping, float* grad_bits, int64_t N,
-                                    int64_t out, int64_t n, int64_t in, int threads) {
+// The block loop for a compile-time number of LUT inputs (NN > 0: unrolled) or a run-time one.
+template <int NN>
+void lut_efd_input_grad_blocks(const float* grad, const uint8_t* addr, const float* weights,
+                               const int64_t* mapping, float* grad_bits, int64_t N, int64_t out,
+                               int64_t n_rt, int64_t in, int threads) {
+  const int64_t n = NN > 0 ? NN : n_rt;
   const int64_t size = int64_t{1} << n, mask = size - 1;
   const int64_t blocks = (N + kEfdTokenBlock - 1) / kEfdTokenBlock;
   threads = clamp_threads(threads, blocks);
@@ -34,6 +37,22 @@ inline void lut_efd_input_grad_impl(const float* grad, const uint8_t* addr, cons
         for (int64_t l = 0; l < n; ++l) gb[m[l]] += gj * w[l];
       }
     }
+  }
+}
+
+inline void lut_efd_input_grad_impl(const float* grad, const uint8_t* addr, const float* weights,
+                                    const int64_t* mapping, float* grad_bits, int64_t N,
+                                    int64_t out, int64_t n, int64_t in, int threads) {
+  switch (n) {
+    case 6:
+      lut_efd_input_grad_blocks<6>(grad, addr, weights, mapping, grad_bits, N, out, n, in, threads);
+      break;
+    case 4:
+      lut_efd_input_grad_blocks<4>(grad, addr, weights, mapping, grad_bits, N, out, n, in, threads);
+      break;
+    default:
+      lut_efd_input_grad_blocks<0>(grad, addr, weights, mapping, grad_bits, N, out, n, in, threads);
+      break;
   }
 }
 

@@ -76,37 +76,54 @@ def _flat_index(addr: torch.Tensor, size: int) -> torch.Tensor:
     return addr.to(torch.int64) + offsets
 
 
+def _native_f32(a: torch.Tensor, table: torch.Tensor) -> bool:
+    """The native training kernels take float32 (other dtypes use the PyTorch path)."""
+    return a.dtype == torch.float32 and table.dtype == torch.float32 and ops.native_available()
+
+
 class _LUTFunction(torch.autograd.Function):
     """Hard LUT lookup with the straight-through table gradient and the EFD input gradient."""
 
     @staticmethod
     def forward(ctx, bits, table, mapping):
+        ctx.in_features = bits.shape[1]
+        if _native_f32(bits, table):
+            addr, y = lut_ops.lut_train_forward(
+                bits.contiguous(), mapping.contiguous(), table.detach().contiguous()
+            )  # (N, out) uint8, (N, out) float32
+            ctx.save_for_backward(addr, table, mapping)
+            return y
         addr = _addresses(bits, mapping)  # (N, out) uint8
         values = table.gather(1, addr.t().long())  # (out, N); gather stays serial for small sizes
         ctx.save_for_backward(addr, table, mapping)
-        ctx.in_features = bits.shape[1]
         return (values > 0).t().to(bits.dtype)  # (N, out)
 
     @staticmethod
     def backward(ctx, grad):
         addr, table, mapping = ctx.saved_tensors
         out, size = table.shape
-        flat = _flat_index(addr, size)  # (N, out)
         grad = grad.contiguous()
         grad_table = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and _native_f32(grad, table):
+            grad_table = lut_ops.lut_table_grad(grad, addr, size)  # (out, 2^n)
+        elif ctx.needs_input_grad[1]:
             # index_add_ on CPU adds in index order: deterministic, no atomics.
+            flat = _flat_index(addr, size)  # (N, out)
             grad_table = torch.zeros(out * size, dtype=grad.dtype)
             grad_table.index_add_(0, flat.reshape(-1), grad.reshape(-1))
             grad_table = grad_table.view(out, size)
         grad_bits = None
         if ctx.needs_input_grad[0]:
-            weights = efd_weights(table.to(grad.dtype))  # (n, out, 2^n), once per backward
-            if grad.dtype == torch.float32 and ops.native_available():
-                grad_bits = lut_ops.lut_efd_input_grad(
-                    grad, addr, weights.contiguous(), mapping.contiguous(), ctx.in_features
+            if _native_f32(grad, table):
+                n = mapping.shape[1]
+                by_lut = lut_ops.lut_efd_weights(
+                    table.detach().contiguous(), efd_alpha(n), BETA
+                )  # (out, 2^n, n), once per backward
+                grad_bits = lut_ops.lut_efd_input_grad_by_lut(
+                    grad, addr, by_lut, mapping.contiguous(), ctx.in_features
                 )
                 return grad_bits, grad_table, None
+            weights = efd_weights(table.to(grad.dtype))  # (n, out, 2^n), once per backward
             grad_bits = torch.zeros(grad.shape[0], ctx.in_features, dtype=grad.dtype)
             addr_t = addr.t().long()  # (out, N)
             for l in range(mapping.shape[1]):

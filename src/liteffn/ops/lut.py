@@ -16,7 +16,15 @@ import torch
 from liteffn import ops
 from liteffn.ops._check import check_f32, check_tensor, threads
 
-__all__ = ["lut_forward", "lut_model"]
+__all__ = [
+    "lut_efd_input_grad",
+    "lut_efd_input_grad_by_lut",
+    "lut_efd_weights",
+    "lut_forward",
+    "lut_model",
+    "lut_table_grad",
+    "lut_train_forward",
+]
 
 
 def lut_model(
@@ -121,6 +129,104 @@ def lut_efd_input_grad(
     check_tensor("lut_efd_input_grad: mapping", mapping, torch.int64, (out, n))
     grad_bits = torch.empty(n_tok, in_features, dtype=torch.float32)
     by_lut = weights.permute(1, 2, 0).contiguous()  # (out, 2^n, n): a LUT's weights together
+    ops.native().lut_efd_input_grad(
+        grad.data_ptr(), addr.data_ptr(), by_lut.data_ptr(), mapping.data_ptr(),
+        grad_bits.data_ptr(), n_tok, out, n, in_features, threads(),
+    )  # fmt: skip
+    return grad_bits
+
+
+def lut_train_forward(
+    bits: torch.Tensor, mapping: torch.Tensor, table: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Native hard forward of a LUT layer (float32); see ``LUTLayer`` and kernels/lut_train.h.
+
+    bits (N, in) float32 (an entry != 0 is a 1), mapping (out, n) int64, table (out, 2^n)
+    float32 -> (addr (N, out) uint8 with ``addr[t, j] = sum_l bit(t, mapping[j, l]) << l``,
+    y (N, out) float32 ``[table[j, addr[t, j]] > 0]``).
+    """
+    check_f32("lut_train_forward: bits", bits)
+    if bits.dim() != 2:
+        raise ValueError(
+            f"lut_train_forward: bits: expected shape (N, in), got {tuple(bits.shape)}"
+        )
+    n_tok, in_features = bits.shape
+    check_tensor("lut_train_forward: mapping", mapping, torch.int64)
+    if mapping.dim() != 2 or not 1 <= mapping.shape[1] <= 6 or mapping.shape[0] < 1:
+        raise ValueError(
+            f"lut_train_forward: mapping: expected shape (out, n) with out >= 1, 1 <= n <= 6, "
+            f"got {tuple(mapping.shape)}"
+        )
+    out, n = mapping.shape
+    check_f32("lut_train_forward: table", table, (out, 1 << n))
+    addr = torch.empty(n_tok, out, dtype=torch.uint8)
+    y = torch.empty(n_tok, out, dtype=torch.float32)
+    ops.native().lut_train_forward(
+        bits.data_ptr(), mapping.data_ptr(), table.data_ptr(), addr.data_ptr(), y.data_ptr(),
+        n_tok, out, n, in_features, threads(),
+    )  # fmt: skip
+    return addr, y
+
+
+def lut_table_grad(grad: torch.Tensor, addr: torch.Tensor, size: int) -> torch.Tensor:
+    """Native straight-through table gradient of a LUT layer (float32), deterministic.
+
+    grad (N, out) float32, addr (N, out) uint8 -> (out, size) float32 with
+    ``grad_table[j, addr[t, j]] += grad[t, j]`` summed in increasing ``t``.
+    """
+    check_f32("lut_table_grad: grad", grad)
+    if grad.dim() != 2 or grad.shape[1] < 1:
+        raise ValueError(f"lut_table_grad: grad: expected shape (N, out), got {tuple(grad.shape)}")
+    n_tok, out = grad.shape
+    check_tensor("lut_table_grad: addr", addr, torch.uint8, (n_tok, out))
+    n = size.bit_length() - 1
+    if size < 2 or size != 1 << n or n > 8:
+        raise ValueError(f"lut_table_grad: size: expected a power of two in [2, 256], got {size}")
+    grad_table = torch.empty(out, size, dtype=torch.float32)
+    ops.native().lut_table_grad(
+        grad.data_ptr(), addr.data_ptr(), grad_table.data_ptr(), n_tok, out, n, threads()
+    )
+    return grad_table
+
+
+def lut_efd_weights(table: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """Native EFD weights of LUT tables, LUT-major: (out, 2^n) float32 -> (out, 2^n, n).
+
+    ``weights[j, a, l]`` equals ``layers.lut.efd_weights(table)[l, j, a]`` (the same separable
+    smoothing and differencing, in the same order); this is the layout the native input
+    gradient reads.
+    """
+    check_f32("lut_efd_weights: table", table)
+    size = table.shape[1] if table.dim() == 2 else 0
+    n = size.bit_length() - 1
+    if table.dim() != 2 or table.shape[0] < 1 or size < 2 or size != 1 << n or n > 8:
+        raise ValueError(
+            f"lut_efd_weights: table: expected shape (out, 2^n) with out >= 1, 1 <= n <= 8, "
+            f"got {tuple(table.shape)}"
+        )
+    out = table.shape[0]
+    weights = torch.empty(out, size, n, dtype=torch.float32)
+    ops.native().lut_efd_weights(
+        table.data_ptr(), weights.data_ptr(), out, n, alpha, beta, threads()
+    )
+    return weights
+
+
+def lut_efd_input_grad_by_lut(
+    grad: torch.Tensor,
+    addr: torch.Tensor,
+    by_lut: torch.Tensor,
+    mapping: torch.Tensor,
+    in_features: int,
+) -> torch.Tensor:
+    """``lut_efd_input_grad`` with LUT-major weights (out, 2^n, n) from ``lut_efd_weights``."""
+    n_tok, out = grad.shape
+    n = mapping.shape[1] if mapping.dim() == 2 else 0
+    check_f32("lut_efd_input_grad: grad", grad, (n_tok, out))
+    check_tensor("lut_efd_input_grad: addr", addr, torch.uint8, (n_tok, out))
+    check_f32("lut_efd_input_grad: weights", by_lut, (out, 1 << n, n))
+    check_tensor("lut_efd_input_grad: mapping", mapping, torch.int64, (out, n))
+    grad_bits = torch.empty(n_tok, in_features, dtype=torch.float32)
     ops.native().lut_efd_input_grad(
         grad.data_ptr(), addr.data_ptr(), by_lut.data_ptr(), mapping.data_ptr(),
         grad_bits.data_ptr(), n_tok, out, n, in_features, threads(),
