@@ -413,6 +413,18 @@ def fit_fff_outputs_(
     return before / var, mse / var
 
 
+def _fit_closed_form(
+    lite: nn.Module, dense: nn.Module, x: torch.Tensor, y: torch.Tensor, sweeps: int, ridge: float
+) -> tuple[float, float] | None:
+    """Relative MSE (before, after) of a closed-form fit of ``lite``, or None if it has none."""
+    kind = type(lite).__name__
+    if kind == "LookupFFN":
+        return fit_lookup_tables_(lite, x, y, sweeps, ridge)
+    if kind == "FastFeedForward" and init_fff_from_dense_(lite, dense, x, y):
+        return fit_fff_outputs_(lite, x, y, sweeps, ridge)  # "before" = right after the init
+    return None
+
+
 def _fit_layer(
     lite: nn.Module,
     x: torch.Tensor,
@@ -595,6 +607,9 @@ def distill_(
     layer_lr: float = 3e-3,
     token_batch: int = 1024,
     sequential: bool = True,
+    fit: str = "auto",
+    sweeps: int = 4,
+    ridge: float = 1.0,
     e2e_steps: int = 0,
     e2e_lr: float = 1e-4,
     e2e_target: str = "auto",
@@ -608,7 +623,12 @@ def distill_(
     dense model, same architecture) on calibration ``data``, in place.
 
     ``data``: strings (with ``tokenizer``), an input-id / image tensor, or dicts of model inputs.
-    Layer-wise: ``layer_steps`` Adam steps of ``token_batch`` tokens per layer at ``layer_lr``.
+    Layer-wise: ``fit="auto"`` solves the layers that have a closed form by ridge least squares
+    (``sweeps`` backfitting sweeps, ``ridge`` pseudo-tokens of shrinkage): LookupFFN tables with
+    the projection fixed (``fit_lookup_tables_``), FastFeedForward with ``bias_out`` grown from
+    a dense GELU FFN's own neurons (``init_fff_from_dense_``) then its output rows refitted
+    (``fit_fff_outputs_``); other layers, and every layer with ``fit="adam"`` or under torchrun,
+    take ``layer_steps`` Adam steps of ``token_batch`` tokens at ``layer_lr``.
     End to end (``e2e_steps > 0``): ``e2e_target`` "hidden" (final hidden states, MSE), "logits"
     (KL) or "auto" (logits when the model has them); only the lite layers train unless
     ``train_rest``. Returns a report: per layer relative MSE before/after, end-to-end losses.
@@ -628,7 +648,11 @@ def distill_(
         raise ValueError(f"distill_: no calibration batch for rank {rank} of {world}")
     s_blocks, t_blocks = dict(handler.blocks(model)), dict(handler.blocks(teacher))
     names = [n for n in s_blocks if n in record["sites"]]
+    if fit not in ("auto", "lstsq", "adam"):
+        raise ValueError(f"distill_: fit must be 'auto', 'lstsq' or 'adam', got {fit!r}")
     key = {"sites": record["sites"], "steps": layer_steps, "seq": sequential, "e2e": e2e_steps}
+    if fit != "adam":
+        key.update(fit=fit, sweeps=sweeps, ridge=ridge)
     ckpt = _load_ckpt(checkpoint, key, rank)
     done: dict[str, tuple[float, float]] = dict(ckpt.get("done", {}))
     layers = lite_layers(model)
@@ -653,9 +677,21 @@ def distill_(
         with torch.no_grad():
             y = torch.cat([dense(x[j : j + 4096]) for j in range(0, len(x), 4096)]).float()
         lite = layers[name]
-        done[name] = _fit_layer(
-            lite, x, y, layer_steps, layer_lr, token_batch, world, seed + i, name, show
-        )
+        closed = None
+        if fit in ("auto", "lstsq") and world == 1:
+            closed = _fit_closed_form(lite, dense, x, y, sweeps, ridge)
+        if closed is None and fit == "lstsq":
+            raise ValueError(
+                f"distill_: fit='lstsq' has no closed form for {type(lite).__name__}"
+                + (" under torchrun" if world > 1 else "")
+                + "; use fit='adam' or 'auto'"
+            )
+        if closed is not None:
+            done[name] = closed
+        else:
+            done[name] = _fit_layer(
+                lite, x, y, layer_steps, layer_lr, token_batch, world, seed + i, name, show
+            )
         lite.eval()
         del x, y
         if checkpoint is not None:
