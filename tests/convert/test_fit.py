@@ -16,6 +16,7 @@ from liteffn.convert.distill import (
     fit_lookup_tables_,
     init_fff_from_dense_,
     ridge_backfit,
+    ridge_solve,
 )
 from liteffn.layers.fff import FastFeedForward
 from liteffn.layers.lookup import LookupFFN
@@ -36,6 +37,15 @@ def test_ridge_backfit_solves_a_grouped_sparse_system():
     assert mse < 1e-8
     pred = b + sum(scores[:, k : k + 1] * w[codes[:, k]] for k in range(groups))
     torch.testing.assert_close(pred, y, atol=1e-3, rtol=0)
+    w_exact, b_exact, mse_exact = ridge_solve(codes, scores, y, groups * rows_per, ridge=1e-8)
+    assert mse_exact < 1e-8
+    torch.testing.assert_close(w_exact, w, atol=1e-3, rtol=0)
+    torch.testing.assert_close(b_exact, b, atol=1e-3, rtol=0)
+    # with shrinkage both solve the same ridge problem
+    wr, br, _ = ridge_backfit(codes, scores, y, groups * rows_per, sweeps=300, ridge=50.0)
+    wr2, br2, _ = ridge_solve(codes, scores, y, groups * rows_per, ridge=50.0)
+    torch.testing.assert_close(wr2, wr, atol=1e-3, rtol=0)
+    torch.testing.assert_close(br2, br, atol=1e-3, rtol=0)
     # rows no token selects stay at the prior (zero), not at noise
     w2, _, _ = ridge_backfit(codes % rows_per, scores, y, groups * rows_per + 2, sweeps=2)
     assert float(w2[-2:].abs().max()) == 0.0
