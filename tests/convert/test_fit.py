@@ -158,3 +158,25 @@ def test_sequential_fit_records_inputs_through_the_converted_layers(monkeypatch)
             torch.testing.assert_close(second, want_s, atol=1e-4, rtol=1e-4)
         else:
             torch.testing.assert_close(second, want_t)
+
+
+def test_distill_fit_modes_on_a_tiny_bert():
+    pytest.importorskip("transformers")
+    from _tiny import tiny_bert, tiny_inputs
+
+    from liteffn.config import FFFConfig, LUTConfig
+    from liteffn.convert import convert_, distill_
+
+    teacher = tiny_bert().eval()
+    batches = [tiny_inputs("bert", batch=8, seq=16)]
+    student = copy.deepcopy(teacher)
+    convert_(student, FFFConfig(depth=1, trees=8, bias_out=True))
+    rep = distill_(student, teacher, batches, fit="lstsq", progress=False)
+    for r in rep["layers"].values():  # grown from the dense neurons, then solved: no Adam steps
+        assert r["rel_mse_after"] <= r["rel_mse_before"] < 1.0
+    lut = copy.deepcopy(teacher)
+    convert_(lut, LUTConfig(hidden_luts=32))
+    with pytest.raises(ValueError, match="no closed form for LUTFFN"):
+        distill_(lut, teacher, batches, fit="lstsq", progress=False)
+    with pytest.raises(ValueError, match="fit must be"):
+        distill_(lut, teacher, batches, fit="sgd", progress=False)
