@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 
 from liteffn.config import CONFIG_TYPES
@@ -25,20 +26,20 @@ def _layer_args(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from liteffn.convert.pipeline import EFFORTS, Effort, convert_pretrained, format_report
+    from liteffn.convert.pipeline import EFFORTS, convert_pretrained, format_report
 
     if args.threads:
         torch.set_num_threads(args.threads)
     effort = EFFORTS[args.effort]
-    if args.layer_steps is not None or args.e2e_steps is not None or args.calib is not None:
-        effort = Effort(
-            calib_texts=args.calib if args.calib is not None else effort.calib_texts,
-            layer_steps=args.layer_steps if args.layer_steps is not None else effort.layer_steps,
-            e2e_steps=args.e2e_steps if args.e2e_steps is not None else effort.e2e_steps,
-            token_batch=effort.token_batch,
-            layer_lr=effort.layer_lr,
-            e2e_lr=effort.e2e_lr,
-        )
+    overrides = {
+        "calib_texts": args.calib,
+        "layer_steps": args.layer_steps,
+        "e2e_steps": args.e2e_steps,
+        "fit": args.fit,
+        "sweeps": args.sweeps,
+        "ridge": args.ridge,
+    }
+    effort = dataclasses.replace(effort, **{k: v for k, v in overrides.items() if v is not None})
     report = convert_pretrained(
         args.model,
         args.method,
@@ -101,6 +102,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=int, help="calibration texts (overrides --effort)")
     p.add_argument("--layer-steps", type=int, help="layer-wise steps per layer (overrides)")
     p.add_argument("--e2e-steps", type=int, help="end-to-end steps (overrides)")
+    p.add_argument(
+        "--fit",
+        choices=["auto", "lstsq", "adam"],
+        help="layer-wise fit: closed-form ridge least squares where the layer has one (auto, "
+        "the default), only that (lstsq), or Adam steps (adam)",
+    )
+    p.add_argument("--sweeps", type=int, help="least-squares backfitting sweeps per layer")
+    p.add_argument("--ridge", type=float, help="least-squares shrinkage (pseudo-tokens per row)")
     p.add_argument(
         "--layer-arg",
         action="append",

@@ -44,7 +44,7 @@ def _candidates(kind: str, spec: FFNSpec, limit: float) -> Iterator[dict[str, An
             for depth in range(7, -1, -1):
                 trees = n // (depth + 1)
                 if trees >= 1 and trees * (2 ** (depth + 1) - 1) <= 2 * f:
-                    yield {"depth": depth, "trees": trees}
+                    yield {"depth": depth, "trees": trees, "bias_out": True}
                     break
     elif kind == "lookup":
         for tables in (512, 384, 256, 192, 128, 96, 64, 48, 32, 24, 16, 8, 4, 2, 1):

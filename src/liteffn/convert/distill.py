@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 from liteffn.convert._convert import lite_layers, record_of
 from liteffn.convert.handlers import handler_for
 
-__all__ = ["distill_", "make_batches"]
+__all__ = [
+    "distill_",
+    "fit_fff_outputs_",
+    "fit_lookup_tables_",
+    "init_fff_from_dense_",
+    "make_batches",
+    "ridge_backfit",
+]
 
 Batch = dict[str, torch.Tensor]
 
@@ -206,6 +213,261 @@ def _match_output_scale(lite: nn.Module, x: torch.Tensor, y: torch.Tensor) -> No
     bias = params.get(bias_name) if bias_name else None
     if bias is not None:
         bias.add_(y[:n].mean(0) - (alpha * yh).mean(0))
+
+
+@torch.no_grad()
+def ridge_backfit(
+    codes: torch.Tensor,
+    scores: torch.Tensor,
+    y: torch.Tensor,
+    rows: int,
+    sweeps: int = 6,
+    ridge: float = 1.0,
+    init: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Ridge least squares for a map that is linear in a weight matrix ``W`` (rows, d) through
+    a sparse, grouped selection: ``y_n ~ b + sum_g scores[n, g] * W[codes[n, g]]``, where within
+    one group ``g`` the rows any token can select are disjoint from the other groups' rows.
+
+    Within a group each token selects exactly one row, so the group's rows have disjoint
+    supports and minimising over one group alone (the others fixed) is a closed form per row,
+    ``W[r] = sum_{n: codes[n,g]=r} s_ng e_n / (sum s_ng^2 + lambda_g)`` with ``e`` the residual
+    without group ``g``. Sweeping the groups in turn is block Gauss-Seidel on the ridge normal
+    equations (it converges to the ridge solution); ``lambda_g = ridge * mean_n s_ng^2`` is worth
+    ``ridge`` pseudo-tokens pulling a row to zero (or to ``init``'s row when ``init`` is given),
+    so rows no calibration token reaches stay there. The bias ``b`` is unpenalised.
+    Cost per sweep: O(N * G * d), like one epoch of gradient steps.
+
+    codes (N, G) int row indices into W, scores (N, G), y (N, d) -> (W, b, residual MSE).
+    """
+    n, groups = codes.shape
+    d = y.shape[1]
+    codes = codes.long()
+    prior = torch.zeros(rows, d) if init is None else init.float().clone()
+    w = prior.clone()
+    r = (
+        y.float()
+        - sum(  # (N, d) residual of the current fit
+            (w[codes[:, g]] * scores[:, g : g + 1] for g in range(groups)), torch.zeros(n, d)
+        )
+    )
+    bias = r.mean(0)  # (d,)
+    r -= bias
+    for _ in range(sweeps):
+        for g in range(groups):
+            c, sc = codes[:, g], scores[:, g].float()  # (N,), (N,)
+            r.addcmul_(w[c], sc.unsqueeze(1))  # the residual without group g
+            lam = ridge * float((sc * sc).mean()) + 1e-12
+            num = (lam * prior).index_add_(0, c, r * sc.unsqueeze(1))  # (rows, d), summed
+            den = torch.full((rows,), lam).index_add_(0, c, sc * sc)  # (rows,)
+            touched = torch.zeros(rows, dtype=torch.bool)
+            touched[c] = True  # only this group's rows change
+            w[touched] = num[touched] / den[touched].unsqueeze(1)
+            r.addcmul_(w[c], sc.unsqueeze(1), value=-1.0)
+            shift = r.mean(0)  # the bias, an unpenalised group of its own, after every group
+            bias += shift
+            r -= shift
+    return w, bias, float(r.pow(2).mean())
+
+
+@torch.no_grad()
+def ridge_solve(
+    codes: torch.Tensor,
+    scores: torch.Tensor,
+    y: torch.Tensor,
+    rows: int,
+    ridge: float = 1.0,
+    init: torch.Tensor | None = None,
+    chunk: int = 2048,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The same ridge problem as ``ridge_backfit``, solved exactly through its normal equations
+    (for a moderate number of rows: the Gram matrix is (rows + 1)^2; building it is a dense
+    GEMM over token chunks, faster than backfitting when every token selects many rows).
+    ``lambda_g = ridge * mean_n s_ng^2`` for group ``g``'s rows, pulling them to ``init`` (or 0);
+    the bias is unpenalised. codes (N, G) int, scores (N, G), y (N, d) -> (W, b, residual MSE)."""
+    n, d = codes.shape[0], y.shape[1]
+    codes = codes.long()
+    gram = torch.zeros(rows + 1, rows + 1, dtype=torch.float64)
+    rhs = torch.zeros(rows + 1, d, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        c, sc, yi = codes[i : i + chunk], scores[i : i + chunk].float(), y[i : i + chunk].float()
+        a = torch.zeros(len(c), rows + 1)  # (n_i, rows + 1): the design rows, last = bias
+        a.scatter_add_(1, c, sc)
+        a[:, rows] = 1.0
+        gram += (a.t() @ a).double()
+        rhs += (a.t() @ yi).double()
+    prior = torch.zeros(rows, d) if init is None else init.detach().float()
+    lam = torch.full((rows,), 1e-9, dtype=torch.float64)  # per row, as ridge_backfit's groups
+    for g in range(codes.shape[1]):
+        lam[codes[:, g].unique()] += ridge * float((scores[:, g].double() ** 2).mean())
+    idx = torch.arange(rows)
+    gram[idx, idx] += lam
+    rhs[:rows] += lam.unsqueeze(1) * prior.double()
+    sol = torch.linalg.solve(gram, rhs)  # (rows + 1, d)
+    w, bias = sol[:rows].float(), sol[rows].float()
+    mse = 0.0
+    for i in range(0, n, chunk):
+        pred = _rows_out(w, codes[i : i + chunk], scores[i : i + chunk]) + bias
+        mse += float(((pred - y[i : i + chunk].float()) ** 2).sum())
+    return w, bias, mse / (n * d)
+
+
+@torch.no_grad()
+def fit_lookup_tables_(
+    lite: nn.Module, x: torch.Tensor, y: torch.Tensor, sweeps: int = 6, ridge: float = 1.0
+) -> tuple[float, float]:
+    """Ridge least-squares fit of a ``LookupFFN``'s tables and bias to map x -> y with the
+    projection fixed (``ridge_backfit``: the output is linear in the tables and each token reads
+    one row per table); returns the relative MSE before and after. Rows no calibration token
+    reaches become zero."""
+    from liteffn.layers.lookup import codes_and_scores
+
+    h, rows, d = lite.tables.shape
+    tau = rows.bit_length() - 1
+    z = torch.cat([lite.project(x[i : i + 8192]) for i in range(0, len(x), 8192)])  # (N, h*tau)
+    codes, scores = codes_and_scores(z, h, tau)  # (N, h) each
+    del z
+    flat = codes.long() + torch.arange(h) * rows  # (N, h) rows of tables.reshape(h*rows, d)
+    y = y.float()
+    var = max(float(((y - y.mean(0)) ** 2).mean()), 1e-30)
+    before = float((_rows_out(lite.tables, flat, scores) + lite.bias.float() - y).pow(2).mean())
+    w, bias, mse = ridge_backfit(flat, scores, y, h * rows, sweeps, ridge)
+    lite.tables.copy_(w.reshape(h, rows, d))
+    lite.bias.copy_(bias)
+    return before / var, mse / var
+
+
+def _rows_out(weight: torch.Tensor, flat: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """sum_g scores[:, g] * weight.reshape(-1, d)[flat[:, g]]: (N, d)."""
+    wf = weight.detach().float().reshape(-1, weight.shape[-1])
+    out = torch.zeros(flat.shape[0], wf.shape[1])
+    for g in range(flat.shape[1]):
+        out.addcmul_(wf[flat[:, g]], scores[:, g : g + 1].float())
+    return out
+
+
+def dense_gelu_weights(dense: nn.Module, x: torch.Tensor):
+    """``(W1 (f, d), b1 (f,), W2 (f, d), b2 (d,))`` when ``dense`` computes
+    ``gelu(x W1^T + b1) W2 + b2`` (erf GELU; checked on ``x``), else None."""
+    lins = [m for m in dense.modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+    if len(lins) != 2:
+        return None
+    mats = []
+    for m in lins:  # nn.Linear stores (out, in); GPT-2's Conv1D (in, out)
+        w = m.weight.detach().float()
+        mats.append((w if isinstance(m, nn.Linear) else w.t(), m.bias))
+    (w1, b1), (w2, b2) = mats  # w1 (f, d), w2 (d, f)
+    if w1.shape[0] != w2.shape[1] or w1.shape[1] != w2.shape[0]:
+        return None
+    b1 = torch.zeros(w1.shape[0]) if b1 is None else b1.detach().float()
+    b2 = torch.zeros(w2.shape[0]) if b2 is None else b2.detach().float()
+    xs = x[:256].float()
+    with torch.no_grad():
+        want = dense(xs).float()
+    got = F.gelu(xs @ w1.t() + b1) @ w2.t() + b2
+    if not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()) + 1e-6):
+        return None
+    return w1, b1, w2.t().contiguous(), b2
+
+
+@torch.no_grad()
+def init_fff_from_dense_(
+    lite: nn.Module, dense: nn.Module, x: torch.Tensor, y: torch.Tensor, max_tokens: int = 8192
+) -> bool:
+    """Build a ``FastFeedForward`` (UltraFastBERT form) out of a dense GELU FFN's own neurons.
+
+    Every FFF node is a GELU neuron and a token adds the outputs of the nodes on its path, so a
+    node can be an exact copy of a dense neuron (``w_in``/``b_in`` its input row and bias,
+    ``w_out`` its output row). The trees are grown greedily, level by level: at each node, among
+    the tokens reaching it (calibration tokens ``x``), take the dense neuron whose output that
+    the path does not yet cover matters most, ``sum_n (gelu(a_nj) - mean_j)^2 ||w2_j||^2``;
+    the sign of its pre-activation routes the token on, exactly as the layer will. The output
+    bias takes the mean of the neurons a token skips. Returns False (layer untouched) when the
+    layer or the dense FFN does not fit this scheme."""
+    if type(lite).__name__ != "FastFeedForward" or lite.leaf_width or lite.b_out is None:
+        return False
+    got = dense_gelu_weights(dense, x)
+    if got is None:
+        return False
+    w1, b1, w2, b2 = got  # (f, d), (f,), (f, d), (d,)
+    xs = x[:: max(1, len(x) // max_tokens)][:max_tokens].float()  # (n, d) evenly spaced
+    n = len(xs)
+    a = xs @ w1.t() + b1  # (n, f) pre-activations
+    g = F.gelu(a)
+    imp = (g - g.mean(0)) ** 2 * (w2**2).sum(1)  # (n, f) error of skipping neuron j for token n
+    tokens = torch.arange(n)
+    nodes = lite.nodes
+    pick = torch.zeros(lite.trees * nodes, dtype=torch.long)
+    for t in range(lite.trees):
+        node = torch.zeros(n, dtype=torch.long)  # heap index within the tree
+        for level in range(lite.depth + 1):
+            first, width = 2**level - 1, 2**level
+            local = node - first  # (n,) in [0, width)
+            gain = torch.zeros(width, imp.shape[1]).index_add_(0, local, imp)  # (width, f)
+            best = gain.argmax(1)  # (width,) a dense neuron per node of this level
+            pick[t * nodes + first : t * nodes + first + width] = best
+            j = best[local]  # (n,) the neuron each token evaluates here
+            imp[tokens, j] = 0.0  # covered on this token's path
+            node = 2 * node + 1 + (a[tokens, j] > 0).long()
+    lite.w_in.copy_(w1[pick])
+    lite.b_in.copy_(b1[pick])
+    lite.w_out.copy_(w2[pick])
+    lite.b_out.copy_(b2)
+    lite.eval()
+    out = lite(xs) if xs.numel() else xs
+    lite.b_out.add_((y[:: max(1, len(x) // max_tokens)][:max_tokens].float() - out).mean(0))
+    return True
+
+
+@torch.no_grad()
+def fit_fff_outputs_(
+    lite: nn.Module, x: torch.Tensor, y: torch.Tensor, sweeps: int = 4, ridge: float = 1.0
+) -> tuple[float, float]:
+    """Ridge least-squares refit of a ``FastFeedForward``'s ``w_out`` and ``b_out`` with the
+    routing and input weights fixed: the output is linear in ``w_out`` and each token visits
+    one node per level of each tree (``ridge_backfit``, shrinking towards the current rows).
+    Returns the relative MSE before and after."""
+    t, nodes, k = lite.trees, lite.nodes, lite.depth + 1
+    n = len(x)
+    codes = torch.empty(n, t * k, dtype=torch.long)  # (N, trees * levels) global node rows
+    scores = torch.empty(n, t * k)
+    node = torch.zeros(n, t, dtype=torch.long)
+    base = torch.arange(t) * nodes  # (t,)
+    w_in, b_in = lite.w_in.detach().float(), lite.b_in.detach().float()
+    for level in range(k):
+        row = base + node  # (N, t)
+        a = torch.empty(n, t)
+        for i in range(0, n, 512):  # (512, t, d) gathered rows at a time
+            xi = x[i : i + 512].float().unsqueeze(2)  # (n_i, d, 1)
+            a[i : i + 512] = torch.bmm(w_in[row[i : i + 512]], xi).squeeze(2)
+        a += b_in[row]
+        codes[:, level::k] = row
+        scores[:, level::k] = F.gelu(a)
+        node = 2 * node + 1 + (a > 0).long()
+    y = y.float()
+    var = max(float(((y - y.mean(0)) ** 2).mean()), 1e-30)
+    b0 = lite.b_out.float() if lite.b_out is not None else torch.zeros(y.shape[1])
+    before = float((_rows_out(lite.w_out, codes, scores) + b0 - y).pow(2).mean())
+    if t * nodes <= 6144:  # exact normal equations: a GEMM per token chunk
+        w, bias, mse = ridge_solve(codes, scores, y, t * nodes, ridge, init=lite.w_out)
+    else:
+        w, bias, mse = ridge_backfit(codes, scores, y, t * nodes, sweeps, ridge, init=lite.w_out)
+    lite.w_out.copy_(w)
+    if lite.b_out is not None:
+        lite.b_out.copy_(bias)
+    return before / var, mse / var
+
+
+def _fit_closed_form(
+    lite: nn.Module, dense: nn.Module, x: torch.Tensor, y: torch.Tensor, sweeps: int, ridge: float
+) -> tuple[float, float] | None:
+    """Relative MSE (before, after) of a closed-form fit of ``lite``, or None if it has none."""
+    kind = type(lite).__name__
+    if kind == "LookupFFN":
+        return fit_lookup_tables_(lite, x, y, sweeps, ridge)
+    if kind == "FastFeedForward" and init_fff_from_dense_(lite, dense, x, y):
+        return fit_fff_outputs_(lite, x, y, sweeps, ridge)  # "before" = right after the init
+    return None
 
 
 def _fit_layer(
@@ -390,6 +652,9 @@ def distill_(
     layer_lr: float = 3e-3,
     token_batch: int = 1024,
     sequential: bool = True,
+    fit: str = "auto",
+    sweeps: int = 4,
+    ridge: float = 1.0,
     e2e_steps: int = 0,
     e2e_lr: float = 1e-4,
     e2e_target: str = "auto",
@@ -403,7 +668,12 @@ def distill_(
     dense model, same architecture) on calibration ``data``, in place.
 
     ``data``: strings (with ``tokenizer``), an input-id / image tensor, or dicts of model inputs.
-    Layer-wise: ``layer_steps`` Adam steps of ``token_batch`` tokens per layer at ``layer_lr``.
+    Layer-wise: ``fit="auto"`` solves the layers that have a closed form by ridge least squares
+    (``sweeps`` backfitting sweeps, ``ridge`` pseudo-tokens of shrinkage): LookupFFN tables with
+    the projection fixed (``fit_lookup_tables_``), FastFeedForward with ``bias_out`` grown from
+    a dense GELU FFN's own neurons (``init_fff_from_dense_``) then its output rows refitted
+    (``fit_fff_outputs_``); other layers, and every layer with ``fit="adam"`` or under torchrun,
+    take ``layer_steps`` Adam steps of ``token_batch`` tokens at ``layer_lr``.
     End to end (``e2e_steps > 0``): ``e2e_target`` "hidden" (final hidden states, MSE), "logits"
     (KL) or "auto" (logits when the model has them); only the lite layers train unless
     ``train_rest``. Returns a report: per layer relative MSE before/after, end-to-end losses.
@@ -423,7 +693,11 @@ def distill_(
         raise ValueError(f"distill_: no calibration batch for rank {rank} of {world}")
     s_blocks, t_blocks = dict(handler.blocks(model)), dict(handler.blocks(teacher))
     names = [n for n in s_blocks if n in record["sites"]]
+    if fit not in ("auto", "lstsq", "adam"):
+        raise ValueError(f"distill_: fit must be 'auto', 'lstsq' or 'adam', got {fit!r}")
     key = {"sites": record["sites"], "steps": layer_steps, "seq": sequential, "e2e": e2e_steps}
+    if fit != "adam":
+        key.update(fit=fit, sweeps=sweeps, ridge=ridge)
     ckpt = _load_ckpt(checkpoint, key, rank)
     done: dict[str, tuple[float, float]] = dict(ckpt.get("done", {}))
     layers = lite_layers(model)
@@ -448,9 +722,21 @@ def distill_(
         with torch.no_grad():
             y = torch.cat([dense(x[j : j + 4096]) for j in range(0, len(x), 4096)]).float()
         lite = layers[name]
-        done[name] = _fit_layer(
-            lite, x, y, layer_steps, layer_lr, token_batch, world, seed + i, name, show
-        )
+        closed = None
+        if fit in ("auto", "lstsq") and world == 1:
+            closed = _fit_closed_form(lite, dense, x, y, sweeps, ridge)
+        if closed is None and fit == "lstsq":
+            raise ValueError(
+                f"distill_: fit='lstsq' has no closed form for {type(lite).__name__}"
+                + (" under torchrun" if world > 1 else "")
+                + "; use fit='adam' or 'auto'"
+            )
+        if closed is not None:
+            done[name] = closed
+        else:
+            done[name] = _fit_layer(
+                lite, x, y, layer_steps, layer_lr, token_batch, world, seed + i, name, show
+            )
         lite.eval()
         del x, y
         if checkpoint is not None:

@@ -40,6 +40,9 @@ class Effort:
     token_batch: int = 1024
     layer_lr: float = 3e-3
     e2e_lr: float = 3e-4
+    fit: str = "auto"  # closed-form ridge fit where the layer has one (distill_), else Adam
+    sweeps: int = 4
+    ridge: float = 1.0
 
 
 EFFORTS = {
@@ -136,6 +139,9 @@ def convert_pretrained(
         e2e_steps=eff.e2e_steps,
         e2e_lr=eff.e2e_lr,
         sequential=sequential,
+        fit=eff.fit,
+        sweeps=eff.sweeps,
+        ridge=eff.ridge,
         checkpoint=Path(out).with_name(Path(out).name + ".distill.pt"),  # resumable
         progress=progress,
         seed=seed,
