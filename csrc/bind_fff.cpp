@@ -72,7 +72,8 @@ void fff_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w_out, u
                   reinterpret_cast<int32_t*>(path),      reinterpret_cast<float*>(act),
                   n, d, depth, trees};
   advise_huge_pages(reinterpret_cast<void*>(y), n * d * static_cast<int64_t>(sizeof(float)));
-  if (use_avx2()) fff_forward_avx2(a, threads);
+  if (use_avx512()) fff_forward_avx512(a, threads);
+  else if (use_avx2()) fff_forward_avx2(a, threads);
   else fff_forward_scalar(a, threads);
 }
 
@@ -91,7 +92,8 @@ void fff_leaf_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w1,
                       reinterpret_cast<const float*>(b1), reinterpret_cast<const float*>(w2),
                       reinterpret_cast<const float*>(b2), reinterpret_cast<const float*>(b_out),
                       reinterpret_cast<float*>(y),        n, d, depth, trees, width};
-  if (use_avx2()) fff_leaf_forward_avx2(a, threads);
+  if (use_avx512()) fff_leaf_forward_avx512(a, threads);
+  else if (use_avx2()) fff_leaf_forward_avx2(a, threads);
   else fff_leaf_forward_scalar(a, threads);
 }
 

@@ -15,17 +15,22 @@ using liteffn::Isa;
 PYBIND11_MODULE(_native, m) {
   m.doc() = "liteffn native CPU kernels (torch-free C++17 + OpenMP)";
   m.def("cpu_has_avx2_fma", &liteffn::cpu_has_avx2_fma, "True when the CPU supports AVX2 and FMA.");
+  m.def("cpu_has_avx512", &liteffn::cpu_has_avx512,
+        "True when the CPU (and OS) support AVX-512 F, BW, VL and DQ.");
   m.def("get_isa", [] { return std::string(liteffn::isa_name(liteffn::active_isa())); },
-        "The instruction-set level kernels dispatch to now: 'scalar' or 'avx2'.");
+        "The instruction-set level kernels dispatch to now: 'scalar', 'avx2' or 'avx512'.");
   m.def(
       "set_isa",
       [](const std::string& name) {
         if (name == "scalar") liteffn::set_active_isa(Isa::scalar);
         else if (name == "avx2") liteffn::set_active_isa(Isa::avx2);
-        else throw std::invalid_argument("ISA must be 'scalar' or 'avx2', got '" + name + "'");
+        else if (name == "avx512") liteffn::set_active_isa(Isa::avx512);
+        else
+          throw std::invalid_argument("ISA must be 'scalar', 'avx2' or 'avx512', got '" + name +
+                                      "'");
       },
       py::arg("name"), "Select the kernels' instruction-set level for the whole process.");
-  m.def("compiled_isas", [] { return std::vector<std::string>{"scalar", "avx2"}; });
+  m.def("compiled_isas", [] { return std::vector<std::string>{"scalar", "avx2", "avx512"}; });
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

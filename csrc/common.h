@@ -10,12 +10,15 @@ namespace pybind11 { class module_; }
 namespace liteffn {
 
 // Instruction-set levels a kernel may be compiled for, lowest first.
-enum class Isa : int { scalar = 0, avx2 = 1 };
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
 bool cpu_has_avx2_fma();          // the CPU (and OS) support AVX2 + FMA
+bool cpu_has_avx512();            // ... and AVX-512 F, BW, VL and DQ
 Isa active_isa();                 // the level kernels use now
 void set_active_isa(Isa isa);     // throws std::invalid_argument if the CPU lacks it
-inline bool use_avx2() { return active_isa() == Isa::avx2; }
+// A family without an AVX-512 variant runs its AVX2 code at level avx512 (the CPU has AVX2 too).
+inline bool use_avx2() { return active_isa() >= Isa::avx2; }
+inline bool use_avx512() { return active_isa() == Isa::avx512; }
 const char* isa_name(Isa isa);
 
 // Clamp a requested OpenMP thread count to [1, work items] so tiny batches stay serial.

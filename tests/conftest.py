@@ -21,7 +21,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(params=["scalar", "avx2"])
+@pytest.fixture(params=list(ops.ISAS))
 def isa(request: pytest.FixtureRequest):
     """Run the test with the native kernels forced to each ISA level this CPU has."""
     if not ops.native_available():

@@ -1,4 +1,4 @@
-// CPU feature detection and the process-wide ISA choice (env LITEFFN_ISA=scalar|avx2|auto).
+// CPU feature detection and the process-wide ISA choice (env LITEFFN_ISA=scalar|avx2|avx512|auto).
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -10,13 +10,17 @@
 namespace liteffn {
 namespace {
 
-Isa best_isa() { return cpu_has_avx2_fma() ? Isa::avx2 : Isa::scalar; }
+Isa best_isa() {
+  if (cpu_has_avx512()) return Isa::avx512;
+  return cpu_has_avx2_fma() ? Isa::avx2 : Isa::scalar;
+}
 
 Isa initial_isa() {
   const char* env = std::getenv("LITEFFN_ISA");
   if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0) return best_isa();
   if (std::strcmp(env, "scalar") == 0) return Isa::scalar;
   if (std::strcmp(env, "avx2") == 0 && cpu_has_avx2_fma()) return Isa::avx2;
+  if (std::strcmp(env, "avx512") == 0 && cpu_has_avx512()) return Isa::avx512;
   return best_isa();  // unknown or unsupported request: the Python loader warns about it
 }
 
@@ -36,15 +40,35 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  // __builtin_cpu_supports also checks that the OS saves the ZMM state (XCR0).
+  static const bool has = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq");
+  return has;
+#else
+  return false;
+#endif
+}
+
 Isa active_isa() { return static_cast<Isa>(isa_slot().load(std::memory_order_relaxed)); }
 
 void set_active_isa(Isa isa) {
   if (isa == Isa::avx2 && !cpu_has_avx2_fma())
     throw std::invalid_argument("ISA 'avx2' requested but this CPU lacks AVX2+FMA");
+  if (isa == Isa::avx512 && !cpu_has_avx512())
+    throw std::invalid_argument("ISA 'avx512' requested but this CPU lacks AVX-512 F/BW/VL/DQ");
   isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
 }
 
-const char* isa_name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "scalar"; }
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "scalar";
+  }
+}
 
 std::vector<std::pair<std::string, BindFn>>& registry() {
   static std::vector<std::pair<std::string, BindFn>> fns;

@@ -34,6 +34,7 @@ struct FFFArgs {
 
 void fff_forward_scalar(const FFFArgs& a, int threads);
 void fff_forward_avx2(const FFFArgs& a, int threads);
+void fff_forward_avx512(const FFFArgs& a, int threads);
 
 // Original FFF form (leaves), hard inference. nodes = 2^depth - 1 routing nodes and
 // leaves = 2^depth leaves per tree, W = width; tree t owns routing rows t*nodes .. and leaves
@@ -66,5 +67,6 @@ struct FFFLeafArgs {
 
 void fff_leaf_forward_scalar(const FFFLeafArgs& a, int threads);
 void fff_leaf_forward_avx2(const FFFLeafArgs& a, int threads);
+void fff_leaf_forward_avx512(const FFFLeafArgs& a, int threads);
 
 }  // namespace liteffn

@@ -73,6 +73,32 @@ struct Prim {
     }
   }
 
+  // out[j] = <x, ws[j]>: one load of x serves the m rows (several trees, one token).
+  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
+    if (m == 4) return dot_one_x_m<4>(x, ws, d, out);
+    if (m == 2) return dot_one_x_m<2>(x, ws, d, out);
+    for (int j = 0; j < m; ++j) out[j] = dot1(x, ws[j], d);
+  }
+
+  template <int M>
+  static void dot_one_x_m(const float* x, const float* const* ws, int64_t d, float* out) {
+    __m256 a[M], b[M];
+    for (int j = 0; j < M; ++j) a[j] = b[j] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+      const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
+      for (int j = 0; j < M; ++j) {
+        a[j] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(ws[j] + c), a[j]);
+        b[j] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(ws[j] + c + 8), b[j]);
+      }
+    }
+    for (int j = 0; j < M; ++j) {
+      float r = hsum(_mm256_add_ps(a[j], b[j]));
+      for (int64_t e = c; e < d; ++e) r += x[e] * ws[j][e];
+      out[j] = r;
+    }
+  }
+
   static float dot1(const float* x, const float* w, int64_t d) {
     __m256 a[8];
     for (auto& v : a) v = _mm256_setzero_ps();

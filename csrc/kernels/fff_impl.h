@@ -2,19 +2,23 @@
 // defining, in its own anonymous namespace, a struct `Prim` with the ISA's primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
+//   dot_one_x(m, x, ws[m], d, out[m])       m <= kGroup dot products <x, ws[g]> (x loaded once)
 //   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
 //                                           w_out[rows[k]]; stream: may bypass the cache
 //   fence()                                 order streamed stores before y is shared
 //   prefetch(p, bytes)                      hint that [p, p+bytes) is read soon
 // The driver is in an anonymous namespace too, so each ISA gets its own copy (no ODR clash).
 //
-// Two schedules compute the same function:
+// Three schedules compute the same function:
 // * token-major (small batches): a thread walks kGroup tokens down the tree together, so the
 //   kGroup dependent row loads of a level overlap, and prefetches both children of every node
 //   (adjacent rows 2n+1, 2n+2) while the current dot products run;
 // * bucketed (large batches, see run_bucketed): tokens are grouped by the node they sit at
 //   after the top half of the levels, so each lower subtree's rows are fetched once for all of
-//   its tokens and stay in cache while they descend.
+//   its tokens and stay in cache while they descend;
+// * forest (several shallow trees, whose rows fit in L2: see run_forest): tiles of tokens walk
+//   kForestGroup trees at a time, one load of x feeding their dot products, so a tile reuses
+//   each group's rows from cache.
 // Both record (row, gelu(a)) per token and level, then form y row by row with gather_sum.
 #pragma once
 #include <omp.h>
@@ -34,6 +38,9 @@ constexpr int kGroup = 4;              // tokens per dot-product call
 constexpr int64_t kBucketedMin = 64;   // tokens from which the bucketed schedule runs
 constexpr int64_t kBlock = 65536;      // tokens per bucketed block (bounds the scratch memory)
 constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between calls
+constexpr int64_t kForestTreeBytes = 256 << 10;  // a tree's rows (w_in + w_out) at most this
+constexpr int64_t kForestTile = 256;             // tokens per forest tile
+constexpr int kForestGroup = 2;  // trees walked together (2 measured faster than 1 and 4)
 
 inline float gelu_exact(float a) { return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f)); }
 
@@ -47,17 +54,31 @@ struct Descent {
         levels(args.depth + 1),
         k(int64_t{args.trees} * (args.depth + 1)) {}
 
-  // Record level l of tree t for token i: returns the next local node.
-  inline int64_t step(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* rows,
-                      float* g) const {
+  // Record level l of tree t for token i into *row and *g (and path/act when asked): returns
+  // the next local node.
+  inline int64_t record(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* row,
+                        float* g) const {
     const int64_t r = t * nodes + node;
     const float act = dot + a.b_in[r];
     const int64_t col = t * levels + l;
-    rows[col] = r;
-    g[col] = gelu_exact(act);
+    *row = r;
+    *g = gelu_exact(act);
     if (a.path) a.path[i * k + col] = static_cast<int32_t>(r);
     if (a.act) a.act[i * k + col] = act;
     return 2 * node + 1 + (act > 0.0f ? 1 : 0);  // NaN compares false: left
+  }
+
+  // record() into token i's (K,) scratch rows/g, at column t*levels + l.
+  inline int64_t step(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* rows,
+                      float* g) const {
+    const int64_t col = t * levels + l;
+    return record(i, t, l, node, dot, rows + col, g + col);
+  }
+
+  // The forest schedule pays off when there are several trees and each is small enough that
+  // its rows stay in L2 while a tile of tokens walks it.
+  bool forest() const {
+    return a.trees >= 2 && 2 * nodes * a.d * static_cast<int64_t>(sizeof(float)) <= kForestTreeBytes;
   }
 };
 
@@ -165,11 +186,62 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
   }
 }
 
+// Forest schedule for tokens [i0, i1): per group of kForestGroup trees, each token walks the
+// group's trees together (the dot products of a level share one load of x) and adds the group's
+// kForestGroup*levels output rows into its y. A group's rows (<= kForestGroup *
+// kForestTreeBytes) stay in L2 for the whole tile, and y's rows stay in cache between groups.
+// rows/g are (kForestGroup * levels) scratch.
+template <class Prim>
+void run_forest(const Descent& s, int64_t i0, int64_t i1, int64_t* rows, float* g) {
+  const FFFArgs& a = s.a;
+  const int64_t d = a.d, L = s.levels;
+  for (int t0 = 0; t0 < a.trees; t0 += kForestGroup) {
+    const int mg = std::min(kForestGroup, a.trees - t0);
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* x = a.x + i * d;
+      int64_t node[kForestGroup] = {};
+      for (int64_t l = 0; l < L; ++l) {
+        const float* ws[kForestGroup];
+        for (int j = 0; j < mg; ++j) ws[j] = a.w_in + ((t0 + j) * s.nodes + node[j]) * d;
+        float dot[kForestGroup];
+        Prim::dot_one_x(mg, x, ws, d, dot);
+        for (int j = 0; j < mg; ++j)  // scratch column j*L + l: tree t0+j, level l
+          node[j] = s.record(i, t0 + j, l, node[j], dot[j], rows + j * L + l, g + j * L + l);
+      }
+      float* y = a.y + i * d;
+      // the first group starts y at b_out (or 0); later groups add to it
+      Prim::gather_sum(y, t0 == 0 ? a.b_out : y, a.w_out, rows, g, mg * L, d);
+    }
+  }
+}
+
 template <class Prim>
 void fff_run(const FFFArgs& a, int threads) {
   const Descent s(a);
   const int64_t n = a.n;
   if (n <= 0) return;
+  if (s.forest()) {
+    const int64_t tiles = (n + kForestTile - 1) / kForestTile;
+    threads = clamp_threads(threads, tiles);
+    const int64_t scratch = kForestGroup * s.levels;
+    if (threads == 1 && scratch <= kForestGroup * 32) {  // depth <= 31: no OpenMP, no heap
+      int64_t rows[kForestGroup * 32];
+      float g[kForestGroup * 32];
+      for (int64_t i0 = 0; i0 < n; i0 += kForestTile)
+        run_forest<Prim>(s, i0, std::min(n, i0 + kForestTile), rows, g);
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<int64_t> rows(static_cast<size_t>(scratch));
+      std::vector<float> g(static_cast<size_t>(scratch));
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < tiles; ++c)
+        run_forest<Prim>(s, c * kForestTile, std::min(n, (c + 1) * kForestTile), rows.data(),
+                         g.data());
+    }
+    return;
+  }
   threads = clamp_threads(threads, (n + kGroup - 1) / kGroup);
   if (n < kBucketedMin) {
     if (threads == 1 && s.k <= 128) {  // batch-1 fast path: no OpenMP, no heap

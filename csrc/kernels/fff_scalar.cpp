@@ -20,6 +20,13 @@ struct Prim {
       out[j] = acc;
     }
   }
+  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
+    for (int j = 0; j < m; ++j) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < d; ++c) acc += x[c] * ws[j][c];
+      out[j] = acc;
+    }
+  }
   static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
                          const float* g, int64_t k, int64_t d, bool /*stream*/ = false) {
     for (int64_t c = 0; c < d; ++c) y[c] = b_out ? b_out[c] : 0.0f;

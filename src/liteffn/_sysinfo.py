@@ -33,7 +33,19 @@ def cpu_flags() -> frozenset[str]:
 
 def simd_features() -> list[str]:
     """The SIMD features that matter to liteffn's kernels, as the CPU reports them."""
-    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "popcnt", "avx512f", "avx512bw")
+    wanted = (
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi2",
+        "popcnt",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+    )
     flags = cpu_flags()
     return [f for f in wanted if f in flags]
 

@@ -80,7 +80,8 @@ def assert_exact(actual: torch.Tensor, expected: torch.Tensor, *, what: str = ""
 
 
 def isa_levels() -> list[str]:
-    """ISA levels to run kernel tests at on this machine (scalar always, avx2 when present)."""
+    """ISA levels to run kernel tests at on this machine (scalar always, avx2 and avx512 when
+    present)."""
     return ops.available_isas()
 
 

@@ -74,17 +74,31 @@ def test_bucketed_schedule_at_the_depth_extremes(isa, depth):
     assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out), what=isa)
 
 
-def test_grouped_schedule_many_tokens(isa):
-    # >= 256 tokens per thread takes the grouped (node-sorted) schedule; d not a multiple of 8.
-    d, depth, trees = 37, 6, 2
+# (d, depth, trees) for each large-batch schedule: several trees whose rows fit in L2 take the
+# forest schedule (trees walked kForestGroup at a time, odd counts leave a partial group); one
+# tree, or trees too big for L2, take the bucketed (node-sorted) one. d is not a multiple of 8
+# or 16, so the column tails run too.
+SCHEDULES = {
+    "forest-2": (37, 6, 2),
+    "forest-7": (100, 4, 7),
+    "bucketed-1": (37, 6, 1),
+    "bucketed-2": (300, 7, 2),  # 2 * 255 rows * 300 * 4 B = 612 KB per tree: too big for forest
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_large_batch_schedules(isa, schedule):
+    d, depth, trees = SCHEDULES[schedule]
     w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
     x = grid(1500, d)
     saved = torch.get_num_threads()
     try:
         for nthreads in (1, 2):
             torch.set_num_threads(nthreads)
-            y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
-            assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
+            y, path, act = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
+            idx, a_ref = fff_paths(x, w_in, b_in, depth, trees)
+            assert_exact(path.long(), idx)
+            assert_exact(act, a_ref)  # grid inputs: exact in any summation order
             assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out))
     finally:
         torch.set_num_threads(saved)

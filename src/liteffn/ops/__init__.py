@@ -5,7 +5,8 @@ device, contiguity, shape) before its address crosses into C++. Each layer famil
 submodule (``ops.fwht``, ``ops.fff``, ...); this module loads the library and controls the ISA.
 
 Environment:
-    LITEFFN_ISA=scalar|avx2|auto   force the kernels' instruction-set level (default: best).
+    LITEFFN_ISA=scalar|avx2|avx512|auto   force the kernels' instruction-set level (default:
+        the best this CPU has; a family without an AVX-512 variant runs its AVX2 code at avx512).
     LITEFFN_NATIVE_LIB=/path.so    load this build of the module (e.g. the sanitizer build).
     LITEFFN_DISABLE_NATIVE=1       do not load the native module; references are used.
 """
@@ -29,6 +30,9 @@ __all__ = [
     "set_isa",
     "use_isa",
 ]
+
+# Every ISA level the kernels can be built for, lowest first.
+ISAS = ("scalar", "avx2", "avx512")
 
 _native: ModuleType | None = None
 _load_error: str | None = None
@@ -60,9 +64,9 @@ def _load() -> None:
         return
     _native = module
     wanted = os.environ.get("LITEFFN_ISA", "auto")
-    if wanted not in ("", "auto", "scalar", "avx2"):
+    if wanted not in ("", "auto", *ISAS):
         warnings.warn(
-            f"liteffn: LITEFFN_ISA must be scalar, avx2 or auto, got {wanted!r}; using "
+            f"liteffn: LITEFFN_ISA must be scalar, avx2, avx512 or auto, got {wanted!r}; using "
             f"{module.get_isa()!r}",
             RuntimeWarning,
             stacklevel=3,
@@ -70,6 +74,12 @@ def _load() -> None:
     elif wanted == "avx2" and not module.cpu_has_avx2_fma():
         warnings.warn(
             "liteffn: LITEFFN_ISA=avx2 but this CPU lacks AVX2+FMA; using 'scalar'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    elif wanted == "avx512" and not module.cpu_has_avx512():
+        warnings.warn(
+            f"liteffn: LITEFFN_ISA=avx512 but this CPU lacks AVX-512; using {module.get_isa()!r}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -99,7 +109,12 @@ def available_isas() -> list[str]:
     """ISA levels usable on this CPU, lowest first (empty without the native module)."""
     if _native is None:
         return []
-    return ["scalar", "avx2"] if _native.cpu_has_avx2_fma() else ["scalar"]
+    levels = ["scalar"]
+    if _native.cpu_has_avx2_fma():
+        levels.append("avx2")
+        if _native.cpu_has_avx512():
+            levels.append("avx512")
+    return levels
 
 
 def get_isa() -> str | None:
@@ -108,9 +123,11 @@ def get_isa() -> str | None:
 
 
 def set_isa(name: str) -> None:
-    """Select the kernels' ISA level ('scalar' or 'avx2') for the whole process."""
-    if name not in ("scalar", "avx2"):
-        raise ValueError(f"ISA must be 'scalar' or 'avx2', got {name!r}")
+    """Select the kernels' ISA level ('scalar', 'avx2' or 'avx512') for the whole process.
+
+    Raises ValueError for an unknown name and for a level this CPU lacks."""
+    if name not in ISAS:
+        raise ValueError(f"ISA must be one of {', '.join(ISAS)}, got {name!r}")
     native().set_isa(name)
 
 

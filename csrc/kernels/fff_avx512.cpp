@@ -1,0 +1,160 @@
+// AVX-512 FFF kernel: the AVX2 kernel's primitives at 16 floats per register, with masked loads
+// for the column tail (any d), so there is no scalar tail loop.
+#include <immintrin.h>
+
+#include "kernels/fff.h"
+
+namespace liteffn {
+namespace {
+
+constexpr int64_t kPrefetchBytes = 512;  // lines touched per prefetched block
+
+inline __mmask16 tail_mask(int64_t left) {  // the first min(left, 16) lanes
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+inline __m512 load_tail(const float* p, int64_t left) {
+  return _mm512_maskz_loadu_ps(tail_mask(left), p);
+}
+
+struct Prim {
+  // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
+  static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
+                       float* out) {
+    if (m != 4) {
+      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+      return;
+    }
+    __m512 a[4], b[4];
+    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32)
+      for (int j = 0; j < 4; ++j) {
+        a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c), _mm512_loadu_ps(ws[j] + c), a[j]);
+        b[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c + 16), _mm512_loadu_ps(ws[j] + c + 16),
+                               b[j]);
+      }
+    for (; c < d; c += 16)
+      for (int j = 0; j < 4; ++j)
+        a[j] = _mm512_fmadd_ps(load_tail(xs[j] + c, d - c), load_tail(ws[j] + c, d - c), a[j]);
+    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
+  }
+
+  // out[j] = <xs[j], w>: one load of w serves all tokens at this node.
+  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
+    if (m != 4) {
+      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], w, d);
+      return;
+    }
+    __m512 a[4], b[4];
+    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      const __m512 w0 = _mm512_loadu_ps(w + c), w1 = _mm512_loadu_ps(w + c + 16);
+      for (int j = 0; j < 4; ++j) {
+        a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c), w0, a[j]);
+        b[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c + 16), w1, b[j]);
+      }
+    }
+    for (; c < d; c += 16) {
+      const __m512 w0 = load_tail(w + c, d - c);
+      for (int j = 0; j < 4; ++j) a[j] = _mm512_fmadd_ps(load_tail(xs[j] + c, d - c), w0, a[j]);
+    }
+    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
+  }
+
+  // out[j] = <x, ws[j]>: one load of x serves the m rows (several trees, one token).
+  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
+    if (m == 4) return dot_one_x_m<4>(x, ws, d, out);
+    if (m == 2) return dot_one_x_m<2>(x, ws, d, out);
+    for (int j = 0; j < m; ++j) out[j] = dot1(x, ws[j], d);
+  }
+
+  template <int M>
+  static void dot_one_x_m(const float* x, const float* const* ws, int64_t d, float* out) {
+    __m512 a[M], b[M];
+    for (int j = 0; j < M; ++j) a[j] = b[j] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+      for (int j = 0; j < M; ++j) {
+        a[j] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(ws[j] + c), a[j]);
+        b[j] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(ws[j] + c + 16), b[j]);
+      }
+    }
+    for (; c < d; c += 16) {
+      const __m512 x0 = load_tail(x + c, d - c);
+      for (int j = 0; j < M; ++j) a[j] = _mm512_fmadd_ps(x0, load_tail(ws[j] + c, d - c), a[j]);
+    }
+    for (int j = 0; j < M; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
+  }
+
+  static float dot1(const float* x, const float* w, int64_t d) {
+    __m512 a[4];
+    for (auto& v : a) v = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 64 <= d; c += 64)  // 4 independent FMA chains
+      for (int u = 0; u < 4; ++u)
+        a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + c + 16 * u), _mm512_loadu_ps(w + c + 16 * u),
+                               a[u]);
+    for (; c < d; c += 16)
+      a[0] = _mm512_fmadd_ps(load_tail(x + c, d - c), load_tail(w + c, d - c), a[0]);
+    return _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+  }
+
+  // y = b_out + sum_j g[j] * w_out[rows[j]], 128 columns at a time in 8 registers (8
+  // independent FMA chains across the K rows), then 16 columns, then a masked tail. b_out may
+  // be y itself (accumulate). With stream, rows of y that start 64-byte aligned are written with
+  // non-temporal stores (see the AVX2 kernel); callers issue fence() before y is shared.
+  static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
+                         const float* g, int64_t k, int64_t d, bool stream = false) {
+    stream = stream && (reinterpret_cast<uintptr_t>(y) & 63) == 0 && d % 16 == 0;
+    int64_t c = 0;
+    for (; c + 128 <= d; c += 128) {
+      __m512 acc[8];
+      for (int u = 0; u < 8; ++u)
+        acc[u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; ++j) {
+        const float* w = w_out + rows[j] * d + c;
+        const __m512 gj = _mm512_set1_ps(g[j]);
+        for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[u]);
+      }
+      if (stream)
+        for (int u = 0; u < 8; ++u) _mm512_stream_ps(y + c + 16 * u, acc[u]);
+      else
+        for (int u = 0; u < 8; ++u) _mm512_storeu_ps(y + c + 16 * u, acc[u]);
+    }
+    for (; c < d; c += 16) {
+      const __mmask16 mk = tail_mask(d - c);
+      __m512 acc = b_out ? _mm512_maskz_loadu_ps(mk, b_out + c) : _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; ++j)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(g[j]),
+                              _mm512_maskz_loadu_ps(mk, w_out + rows[j] * d + c), acc);
+      if (stream) _mm512_stream_ps(y + c, acc);  // d % 16 == 0: full lanes only
+      else _mm512_mask_storeu_ps(y + c, mk, acc);
+    }
+  }
+
+  static void fence() { _mm_sfence(); }
+
+  // Touch the first lines of the block; the hardware prefetcher follows the sequential stream.
+  static void prefetch(const float* p, int64_t bytes) {
+    const char* c = reinterpret_cast<const char*>(p);
+    const int64_t end = bytes < kPrefetchBytes ? bytes : kPrefetchBytes;
+    for (int64_t o = 0; o < end; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+  }
+};
+
+}  // namespace
+}  // namespace liteffn
+
+#include "kernels/fff_impl.h"
+
+namespace liteffn {
+
+void fff_forward_avx512(const FFFArgs& a, int threads) { fff_run<Prim>(a, threads); }
+
+void fff_leaf_forward_avx512(const FFFLeafArgs& a, int threads) { fff_leaf_run<Prim>(a, threads); }
+
+}  // namespace liteffn
