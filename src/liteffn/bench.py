@@ -71,6 +71,15 @@ CASES: dict[str, BenchCase] = {
             768,
             4095,
         ),
+        # MiniLM's FFN (384 -> 1536) at the 4x budget `liteffn convert` picks: many shallow
+        # trees, the forest schedule
+        BenchCase(
+            "fff-forest",
+            "liteffn.layers.fff:FastFeedForward",
+            {"d_model": 384, "depth": 4, "trees": 76, "bias_out": True},
+            384,
+            1536,
+        ),
         BenchCase(
             "lookup",
             "liteffn.layers.lookup:LookupFFN",
