@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -65,9 +66,21 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
   }
 }
 
+template <class Ops, class = void>
+struct has_codes_scores : std::false_type {};
+template <class Ops>
+struct has_codes_scores<Ops, std::void_t<decltype(&Ops::codes_scores)>> : std::true_type {};
+
 // codes (h,) and scores (h,) of one token from its projection row z (P,); e: P floats scratch.
+// An Ops with its own codes_scores (vectorised across tables) computes the same per-table
+// operations in the same order; the others run this loop.
 template <class Ops>
 void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes, float* scores) {
+  if constexpr (has_codes_scores<Ops>::value) {
+    (void)e;
+    Ops::codes_scores(z, k, codes, scores);
+    return;
+  }
   Ops::one_plus_exp_neg2abs(z, e, k.P);  // e = 1 + exp(-2|z|) = 1 / sigmoid(2|z|)
   for (int64_t t = 0; t < k.h; ++t) {
     const float* zt = z + t * k.tau;
