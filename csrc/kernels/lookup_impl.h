@@ -22,6 +22,8 @@ namespace {
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
 constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
+constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
+                                           // thread takes whole tiles (else they share each)
 constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
@@ -206,13 +208,40 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
     // the buffer tile i + 2 will overwrite).
     const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile;
     const int64_t groups = (h + kGroup - 1) / kGroup;
+    threads = clamp_threads(threads, std::max<int64_t>(1, (tile + kProjTile - 1) / kProjTile));
+    if (threads > 1 && tiles >= kOwnTilesPerThread * threads) {
+      // Many tiles: each thread projects and gathers whole tiles of its own (taken
+      // dynamically), with no barrier until the end. The DRAM traffic per token is the same
+      // (each tile streams the tables once), and a descheduled thread (a shared machine)
+      // delays nobody but itself.
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
+        std::vector<float> ybuf(tile * kChunk), ts(groups * tile * kGroup, 0.0f);
+        std::vector<int32_t> cbuf(h), tc(groups * tile * kGroup, 0);
+        std::vector<int64_t> offs(h);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < tiles; ++i) {
+          const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+          for (int64_t s = 0; s < m; s += kProjTile) {
+            const int64_t ms = std::min(kProjTile, m - s);
+            project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(),
+                              a.data(), c.data());
+            tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(),
+                            tc.data(), ts.data());
+          }
+          gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
+                           ybuf.data(), offs.data(), sbuf.data());
+        }
+      }
+      return;
+    }
     std::vector<float> scores[2];
     std::vector<int32_t> codes[2];
     for (int b = 0; b < (tiles > 1 ? 2 : 1); ++b) {
       scores[b].assign(groups * tile * kGroup, 0.0f);
       codes[b].assign(groups * tile * kGroup, 0);
     }
-    threads = clamp_threads(threads, std::max<int64_t>(1, (tile + kProjTile - 1) / kProjTile));
 #pragma omp parallel num_threads(threads)
     {
       std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
