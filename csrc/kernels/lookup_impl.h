@@ -1,8 +1,10 @@
-// The LookupFFN kernel drivers, shared by lookup_scalar.cpp and lookup_avx2.cpp. Each file
-// includes this header once and instantiates the drivers with its own `Ops` (the inner loops:
-// GEMM, FWHT, exp, axpy, dot), so the loop structure is written once and every ISA computes the
-// same operations in the same order. Everything here sits in an anonymous namespace: each
-// translation unit gets its own copy, compiled with its own flags (no ODR mixing of ISAs).
+// The LookupFFN kernel drivers, shared by lookup_scalar.cpp, lookup_avx2.cpp and
+// lookup_avx512.cpp. Each file includes this header once and instantiates the drivers with its
+// own `Ops` (the inner loops: GEMM, FWHT, exp, codes/scores, axpy, dot), so the loop structure
+// is written once and every ISA computes the same operations (float sums may be split into
+// several accumulators, within the tolerance policy; codes and the FWHT are exact). Everything
+// here sits in an anonymous namespace: each translation unit gets its own copy, compiled with
+// its own flags (no ODR mixing of ISAs).
 #pragma once
 #include <omp.h>
 
@@ -26,7 +28,7 @@ constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from
                                            // thread takes whole tiles (else they share each)
 constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
-constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
+constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
 
 inline void prefetch_row(const void* p, int64_t bytes) {
