@@ -18,7 +18,8 @@ void fwht_rows(uintptr_t x, int64_t rows, int64_t n, float scale, int threads) {
     throw std::invalid_argument("fwht_rows: need rows >= 0 and n a power of two");
   if (rows == 0) return;
   float* p = reinterpret_cast<float*>(x);
-  if (use_avx2()) fwht_rows_avx2(p, rows, n, scale, threads);
+  if (use_avx512()) fwht_rows_avx512(p, rows, n, scale, threads);
+  else if (use_avx2()) fwht_rows_avx2(p, rows, n, scale, threads);
   else fwht_rows_scalar(p, rows, n, scale, threads);
 }
 

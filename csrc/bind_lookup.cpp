@@ -47,7 +47,9 @@ void lookup_forward(uintptr_t x, int64_t n, int64_t d, int64_t h, int64_t tau, b
   const void* tb = reinterpret_cast<const void*>(tables);
   const float* bs = reinterpret_cast<const float*>(bias);
   float* yp = reinterpret_cast<float*>(y);
-  if (use_avx2()) lookup_forward_avx2(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
+  if (use_avx512())
+    lookup_forward_avx512(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
+  else if (use_avx2()) lookup_forward_avx2(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
   else lookup_forward_scalar(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
 }
 
@@ -63,6 +65,10 @@ void lookup_gather(uintptr_t codes, uintptr_t scores, uintptr_t tables, int64_t 
     lookup_gather_scalar<double>(c, reinterpret_cast<const double*>(scores),
                                  reinterpret_cast<const double*>(tables), n, h, rows, d,
                                  reinterpret_cast<double*>(y), threads);
+  } else if (use_avx512()) {
+    lookup_gather_avx512(c, reinterpret_cast<const float*>(scores),
+                         reinterpret_cast<const float*>(tables), n, h, rows, d,
+                         reinterpret_cast<float*>(y), threads);
   } else if (use_avx2()) {
     lookup_gather_avx2(c, reinterpret_cast<const float*>(scores),
                        reinterpret_cast<const float*>(tables), n, h, rows, d,
@@ -86,7 +92,8 @@ void lookup_gather_packed(uintptr_t codes, uintptr_t scores, uintptr_t packed, b
   const auto* s = reinterpret_cast<const float*>(scores);
   const void* p = reinterpret_cast<const void*>(packed);
   auto* yp = reinterpret_cast<float*>(y);
-  if (use_avx2()) lookup_gather_packed_avx2(c, s, p, bf16, n, k, yp, threads);
+  if (use_avx512()) lookup_gather_packed_avx512(c, s, p, bf16, n, k, yp, threads);
+  else if (use_avx2()) lookup_gather_packed_avx2(c, s, p, bf16, n, k, yp, threads);
   else lookup_gather_packed_scalar(c, s, p, bf16, n, k, yp, threads);
 }
 
@@ -112,6 +119,11 @@ void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uint
         reinterpret_cast<const double*>(g), c, reinterpret_cast<const double*>(scores),
         reinterpret_cast<const double*>(tables), n, h, rows, d,
         reinterpret_cast<double*>(grad_scores), reinterpret_cast<double*>(grad_rows), ri, threads);
+  } else if (use_avx512()) {
+    lookup_gather_backward_avx512(
+        reinterpret_cast<const float*>(g), c, reinterpret_cast<const float*>(scores),
+        reinterpret_cast<const float*>(tables), n, h, rows, d,
+        reinterpret_cast<float*>(grad_scores), reinterpret_cast<float*>(grad_rows), ri, threads);
   } else if (use_avx2()) {
     lookup_gather_backward_avx2(
         reinterpret_cast<const float*>(g), c, reinterpret_cast<const float*>(scores),

@@ -9,8 +9,10 @@ namespace liteffn {
 
 void fwht_row_scalar(float* row, int64_t n, float scale);
 void fwht_row_avx2(float* row, int64_t n, float scale);
+void fwht_row_avx512(float* row, int64_t n, float scale);
 
 void fwht_rows_scalar(float* x, int64_t rows, int64_t n, float scale, int threads);
 void fwht_rows_avx2(float* x, int64_t rows, int64_t n, float scale, int threads);
+void fwht_rows_avx512(float* x, int64_t rows, int64_t n, float scale, int threads);
 
 }  // namespace liteffn

@@ -38,6 +38,9 @@ void lookup_forward_scalar(const float* x, int64_t n, const LookupDims& dims, co
 void lookup_forward_avx2(const float* x, int64_t n, const LookupDims& dims, const float* wt,
                          const float* pbias, const void* tables, bool tables_bf16,
                          const float* bias, float* y, int order, int threads);
+void lookup_forward_avx512(const float* x, int64_t n, const LookupDims& dims, const float* wt,
+                           const float* pbias, const void* tables, bool tables_bf16,
+                           const float* bias, float* y, int order, int threads);
 
 // Training forward of the gather (tables here in the plain (h, rows, d) layout): y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k], :].
 //   codes (n, h) int32 in [0, rows), scores (n, h), tables (h, rows, d), y (n, d) overwritten.
@@ -46,6 +49,8 @@ void lookup_gather_scalar(const int32_t* codes, const T* scores, const T* tables
                           int64_t h, int64_t rows, int64_t d, T* y, int threads);
 void lookup_gather_avx2(const int32_t* codes, const float* scores, const float* tables, int64_t n,
                         int64_t h, int64_t rows, int64_t d, float* y, int threads);
+void lookup_gather_avx512(const int32_t* codes, const float* scores, const float* tables,
+                          int64_t n, int64_t h, int64_t rows, int64_t d, float* y, int threads);
 
 // The same gather from tables packed chunk-major (h, nc, rows, 64) as for lookup_forward_*
 // (float32 or bfloat16 bits): table-major over tiles of tokens, for big batches.
@@ -55,6 +60,9 @@ void lookup_gather_packed_scalar(const int32_t* codes, const float* scores, cons
 void lookup_gather_packed_avx2(const int32_t* codes, const float* scores, const void* packed,
                                bool bf16, int64_t n, const LookupDims& dims, float* y,
                                int threads);
+void lookup_gather_packed_avx512(const int32_t* codes, const float* scores, const void* packed,
+                                 bool bf16, int64_t n, const LookupDims& dims, float* y,
+                                 int threads);
 
 // tables (h, rows, d) float32 -> dst (h, ceil(d/64), rows, 64) float32 chunk-major, columns
 // past d zero (the packed layout above); split by table across threads.
@@ -78,5 +86,9 @@ void lookup_gather_backward_avx2(const float* g, const int32_t* codes, const flo
                                  const float* tables, int64_t n, int64_t h, int64_t rows,
                                  int64_t d, float* grad_scores, float* grad_rows,
                                  const int64_t* row_index, int threads);
+void lookup_gather_backward_avx512(const float* g, const int32_t* codes, const float* scores,
+                                   const float* tables, int64_t n, int64_t h, int64_t rows,
+                                   int64_t d, float* grad_scores, float* grad_rows,
+                                   const int64_t* row_index, int threads);
 
 }  // namespace liteffn

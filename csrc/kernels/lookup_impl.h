@@ -1,8 +1,10 @@
-// The LookupFFN kernel drivers, shared by lookup_scalar.cpp and lookup_avx2.cpp. Each file
-// includes this header once and instantiates the drivers with its own `Ops` (the inner loops:
-// GEMM, FWHT, exp, axpy, dot), so the loop structure is written once and every ISA computes the
-// same operations in the same order. Everything here sits in an anonymous namespace: each
-// translation unit gets its own copy, compiled with its own flags (no ODR mixing of ISAs).
+// The LookupFFN kernel drivers, shared by lookup_scalar.cpp, lookup_avx2.cpp and
+// lookup_avx512.cpp. Each file includes this header once and instantiates the drivers with its
+// own `Ops` (the inner loops: GEMM, FWHT, exp, codes/scores, axpy, dot), so the loop structure
+// is written once and every ISA computes the same operations (float sums may be split into
+// several accumulators, within the tolerance policy; codes and the FWHT are exact). Everything
+// here sits in an anonymous namespace: each translation unit gets its own copy, compiled with
+// its own flags (no ODR mixing of ISAs).
 #pragma once
 #include <omp.h>
 
@@ -10,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -21,9 +24,11 @@ namespace {
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
 constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
+constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
+                                           // thread takes whole tiles (else they share each)
 constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
-constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 registers)
+constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
 
 inline void prefetch_row(const void* p, int64_t bytes) {
@@ -65,9 +70,21 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
   }
 }
 
+template <class Ops, class = void>
+struct has_codes_scores : std::false_type {};
+template <class Ops>
+struct has_codes_scores<Ops, std::void_t<decltype(&Ops::codes_scores)>> : std::true_type {};
+
 // codes (h,) and scores (h,) of one token from its projection row z (P,); e: P floats scratch.
+// An Ops with its own codes_scores (vectorised across tables) computes the same per-table
+// operations in the same order; the others run this loop.
 template <class Ops>
 void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes, float* scores) {
+  if constexpr (has_codes_scores<Ops>::value) {
+    (void)e;
+    Ops::codes_scores(z, k, codes, scores);
+    return;
+  }
   Ops::one_plus_exp_neg2abs(z, e, k.P);  // e = 1 + exp(-2|z|) = 1 / sigmoid(2|z|)
   for (int64_t t = 0; t < k.h; ++t) {
     const float* zt = z + t * k.tau;
@@ -184,47 +201,85 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   const int64_t h = k.h, W = k.bh4 ? kProjTile * k.D : 0, nc = (k.d + kChunk - 1) / kChunk;
   if (table_major) {
     // Tiles of up to kTableMajorTile tokens, one after the other; the threads share each tile:
-    // they project its tokens (split by token), then gather it (split by column chunk), so each
-    // table byte comes from DRAM once per tile whatever the thread count.
+    // they project its tokens (split by 30-token pieces), then gather it (split by column
+    // chunk), so each table byte comes from DRAM once per tile whatever the thread count.
+    // Both splits are dynamic (a thread that was descheduled on a shared machine takes fewer
+    // pieces), and the codes are double-buffered, so there is one barrier per tile: a thread
+    // done with its chunks of tile i starts projecting tile i + 1 into the other buffer (the
+    // barrier after that projection also ends every thread's gather of tile i, which read
+    // the buffer tile i + 2 will overwrite).
     const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile;
     const int64_t groups = (h + kGroup - 1) / kGroup;
-    std::vector<float> scores(groups * tile * kGroup, 0.0f);
-    std::vector<int32_t> codes(groups * tile * kGroup, 0);
     threads = clamp_threads(threads, std::max<int64_t>(1, (tile + kProjTile - 1) / kProjTile));
+    if (threads > 1 && tiles >= kOwnTilesPerThread * threads) {
+      // Many tiles: each thread projects and gathers whole tiles of its own (taken
+      // dynamically), with no barrier until the end. The DRAM traffic per token is the same
+      // (each tile streams the tables once), and a descheduled thread (a shared machine)
+      // delays nobody but itself.
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
+        std::vector<float> ybuf(tile * kChunk), ts(groups * tile * kGroup, 0.0f);
+        std::vector<int32_t> cbuf(h), tc(groups * tile * kGroup, 0);
+        std::vector<int64_t> offs(h);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < tiles; ++i) {
+          const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+          for (int64_t s = 0; s < m; s += kProjTile) {
+            const int64_t ms = std::min(kProjTile, m - s);
+            project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(),
+                              a.data(), c.data());
+            tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(),
+                            tc.data(), ts.data());
+          }
+          gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
+                           ybuf.data(), offs.data(), sbuf.data());
+        }
+      }
+      return;
+    }
+    std::vector<float> scores[2];
+    std::vector<int32_t> codes[2];
+    for (int b = 0; b < (tiles > 1 ? 2 : 1); ++b) {
+      scores[b].assign(groups * tile * kGroup, 0.0f);
+      codes[b].assign(groups * tile * kGroup, 0);
+    }
 #pragma omp parallel num_threads(threads)
     {
       std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
       std::vector<float> ybuf(tile * kChunk);
       std::vector<int32_t> cbuf(h);
       std::vector<int64_t> offs(h);
-      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
       for (int64_t i = 0; i < tiles; ++i) {
         const int64_t t0 = i * tile, m = std::min(tile, n - t0);
-#pragma omp for schedule(static)
+        int32_t* tc = codes[i % 2].data();
+        float* ts = scores[i % 2].data();
+#pragma omp for schedule(dynamic, 1)
         for (int64_t s = 0; s < m; s += kProjTile) {
           const int64_t ms = std::min(kProjTile, m - s);
           project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(), a.data(),
                             c.data());
-          tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(),
-                          codes.data(), scores.data());
+          tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(), tc,
+                          ts);
         }  // implicit barrier: the tile's codes are complete
-        gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
-                         true, ybuf.data(), offs.data(), sbuf.data(), nc * id / nt,
-                         nc * (id + 1) / nt);
-#pragma omp barrier
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t cc = 0; cc < nc; ++cc)
+          gather_tile<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, true, ybuf.data(),
+                           offs.data(), sbuf.data(), cc, cc + 1);
       }
     }
     return;
   }
   threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
   const int64_t tiles = (n + kProjTile - 1) / kProjTile, pm = std::min(kProjTile, n);
+  const int64_t Wm = k.bh4 ? pm * k.D : 0;  // scratch for at most pm tokens (batch 1: 1)
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> xp(W), a(W), c(W), z(pm * k.P), e(k.P), scores(pm * h), sbuf(h);
+    std::vector<float> xp(Wm), a(Wm), c(Wm), z(pm * k.P), e(k.P), scores(pm * h), sbuf(h);
     std::vector<float> ybuf(kChunk);
     std::vector<int32_t> codes(pm * h), cbuf(h);
     std::vector<int64_t> offs(h);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * kProjTile, m = std::min(kProjTile, n - t0);
       project_tile<Ops>(x + t0 * k.d, m, k, wt, pbias, z.data(), xp.data(), a.data(), c.data());
@@ -247,27 +302,32 @@ void gather_packed_impl(const int32_t* codes, const float* scores, const void* p
   // codes, then by column chunk to gather (as forward_impl's table-major path)
   const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile, h = k.h;
   const int64_t groups = (h + kGroup - 1) / kGroup, nc = (k.d + kChunk - 1) / kChunk;
-  std::vector<float> sc(groups * tile * kGroup, 0.0f), zeros(k.d, 0.0f);
-  std::vector<int32_t> cc(groups * tile * kGroup, 0);
+  std::vector<float> sc[2], zeros(k.d, 0.0f);
+  std::vector<int32_t> cc[2];
+  for (int b = 0; b < (tiles > 1 ? 2 : 1); ++b) {
+    sc[b].assign(groups * tile * kGroup, 0.0f);
+    cc[b].assign(groups * tile * kGroup, 0);
+  }
   threads = clamp_threads(threads, nc);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> ybuf(tile * kChunk), sbuf(h);
     std::vector<int64_t> offs(h);
-    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * tile, m = std::min(tile, n - t0);
+      int32_t* tc = cc[i % 2].data();
+      float* ts = sc[i % 2].data();
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, kGroup), codes * kChunk
         for (int64_t q = 0; q < h; ++q) {
           const int64_t at = ((q / kGroup) * m + t) * kGroup + q % kGroup;
-          cc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
-          sc[at] = scores[(t0 + t) * h + q];
-        }  // implicit barrier
-      gather_tile<Ops>(cc.data(), sc.data(), m, k, packed, bf16, zeros.data(), y + t0 * k.d,
-                       true, ybuf.data(), offs.data(), sbuf.data(), nc * id / nt,
-                       nc * (id + 1) / nt);
-#pragma omp barrier
+          tc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
+          ts[at] = scores[(t0 + t) * h + q];
+        }  // implicit barrier (also: every thread's gather of tile i - 1 is done)
+#pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t c = 0; c < nc; ++c)
+        gather_tile<Ops>(tc, ts, m, k, packed, bf16, zeros.data(), y + t0 * k.d, true,
+                         ybuf.data(), offs.data(), sbuf.data(), c, c + 1);
     }
   }
 }

@@ -72,7 +72,21 @@ def check_kernel(layer: LookupFFN, x: torch.Tensor, what: str = "") -> None:
 @pytest.mark.parametrize("projection", ["bh4", "dense"])
 @pytest.mark.parametrize(
     ("d", "h", "tau", "block"),
-    [(512, 128, 8, 64), (96, 12, 5, 16), (33, 7, 12, 1), (1, 3, 1, 1), (130, 9, 3, 256)],
+    [
+        (512, 128, 8, 64),
+        (96, 12, 5, 16),
+        (33, 7, 12, 1),
+        (1, 3, 1, 1),
+        (130, 9, 3, 256),
+        # AVX-512 edges: widths and table counts off the 16-lane grid, every block size from 2
+        # to 512 (masked GEMM column tails below 16, several 64-column register blocks above)
+        (17, 5, 7, 2),
+        (47, 19, 11, 4),
+        (100, 33, 2, 8),
+        (200, 17, 9, 32),
+        (250, 24, 6, 128),
+        (520, 40, 6, 512),
+    ],
 )
 def test_kernel_matches_reference(projection, d, h, tau, block):
     layer = make(d, h, tau, projection, block)
@@ -169,12 +183,13 @@ def test_gradients_match_plain_autograd_float64(projection):
         assert_kernel_close(got, want, what=f"grad {name}")  # float64: rtol 1e-9
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_table_major_tiles_shared_by_threads(threads):
+@pytest.mark.parametrize(("threads", "n"), [(1, 2100), (2, 2100), (2, 6200)])
+def test_table_major_tiles_shared_by_threads(threads, n):
     # > 2048 tokens: several table-major tiles; the threads split each tile's projection by
-    # token and its gather by column chunk (d = 130: 3 chunks, an uneven split)
+    # token and its gather by column chunk (d = 130: 3 chunks, an uneven split); 6200 tokens:
+    # 4 tiles, so both code buffers are reused
     layer = make(130, 9, 3)
-    x = safe_tokens(layer, 2100)
+    x = safe_tokens(layer, n)
     expected = layer.reference(x)
     saved = torch.get_num_threads()
     try:
@@ -184,13 +199,33 @@ def test_table_major_tiles_shared_by_threads(threads):
                 got = layer._native_forward(x, 2)
                 assert_kernel_close(got, expected, what=f"{isa} threads={threads}")
                 # the training gather's packed path shares its tiles the same way
-                codes = torch.randint(0, 8, (2100, 9), dtype=torch.int32)
-                scores, tables = torch.rand(2100, 9), layer.tables.detach()
+                codes = torch.randint(0, 8, (n, 9), dtype=torch.int32)
+                scores, tables = torch.rand(n, 9), layer.tables.detach()
                 assert_kernel_close(
                     lookup_ops.gather_accumulate(scores, codes, tables),
                     lookup_ops.gather_reference(scores, codes, tables),
                     what=f"packed gather {isa} threads={threads}",
                 )
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.slow
+def test_table_major_whole_tiles_per_thread():
+    # >= 4 tiles per thread: each thread projects and gathers whole tiles of its own
+    layer = make(24, 3, 4)
+    n = 8 * 2048 + 301  # 9 tiles, the last one short
+    x = safe_tokens(layer, n)
+    expected = layer.reference(x)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for isa in testing.isa_levels():
+            with testing.use_isa(isa):
+                assert_kernel_close(layer(x), expected, what=f"{isa} own tiles")
+                layer.set_table_dtype(torch.bfloat16)
+                assert_kernel_close(layer(x), layer.reference(x), what=f"{isa} own tiles bf16")
+                layer.set_table_dtype(torch.float32)
     finally:
         torch.set_num_threads(saved)
 
