@@ -2,7 +2,10 @@
 // once, so 8 independent FMA chains), 32-wide gather-sums, software prefetch of the next rows.
 #include <immintrin.h>
 
+#include <initializer_list>
+
 #include "kernels/fff.h"
+#include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
@@ -16,7 +19,48 @@ inline float hsum(__m256 v) {
 
 constexpr int64_t kPrefetchBytes = 512;  // lines touched per prefetched block
 
+// gelu of 8 lanes (kernels/gelu.h gives the method and its error). NaN stays NaN.
+inline __m256 gelu8(__m256 a) {
+  using namespace gelu_consts;
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_andnot_ps(sign, _mm256_mul_ps(a, _mm256_set1_ps(kInvSqrt2)));
+  // exp(-z^2) = 2^n e^r, n = round(v log2 e), r = v - n ln 2 (in two parts); max keeps NaN
+  const __m256 v = _mm256_max_ps(_mm256_set1_ps(kExpMin), _mm256_mul_ps(_mm256_xor_ps(z, sign), z));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), v);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 e = _mm256_set1_ps(kE7);
+  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f}) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
+  // * 2^n: n in [-126, 0], so (n + 127) << 23 is a normal float's bit pattern
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  e = _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+  // erf(z) = 1 - t (c1 + t (c2 + ...)) exp(-z^2), t = 1 / (1 + p z)
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(kP), z, one));
+  __m256 q = _mm256_set1_ps(kC5);
+  for (const float c : {kC4, kC3, kC2, kC1}) q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(c));
+  const __m256 erf_abs = _mm256_fnmadd_ps(_mm256_mul_ps(q, t), e, one);
+  // 1 + erf(a / sqrt 2), erf taking a's sign
+  const __m256 neg = _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 one_plus =
+      _mm256_blendv_ps(_mm256_add_ps(one, erf_abs), _mm256_sub_ps(one, erf_abs), neg);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), a), one_plus);
+}
+
 struct Prim {
+  static void gelu_n(float* v, int64_t m) {
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) _mm256_storeu_ps(v + j, gelu8(_mm256_loadu_ps(v + j)));
+    if (j < m) {  // the tail through a zero-padded copy: nothing read or written past v[m-1]
+      alignas(32) float buf[8] = {};
+      for (int64_t e = j; e < m; ++e) buf[e - j] = v[e];
+      _mm256_store_ps(buf, gelu8(_mm256_load_ps(buf)));
+      for (int64_t e = j; e < m; ++e) v[e] = buf[e - j];
+    }
+  }
+
+
   // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
                        float* out) {

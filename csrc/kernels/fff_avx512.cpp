@@ -2,7 +2,10 @@
 // for the column tail (any d), so there is no scalar tail loop.
 #include <immintrin.h>
 
+#include <initializer_list>
+
 #include "kernels/fff.h"
+#include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
@@ -17,7 +20,40 @@ inline __m512 load_tail(const float* p, int64_t left) {
   return _mm512_maskz_loadu_ps(tail_mask(left), p);
 }
 
+// gelu of 16 lanes (kernels/gelu.h gives the method and its error). NaN stays NaN.
+inline __m512 gelu16(__m512 a) {
+  using namespace gelu_consts;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 z = _mm512_abs_ps(_mm512_mul_ps(a, _mm512_set1_ps(kInvSqrt2)));
+  // exp(-z^2) = 2^n e^r, n = round(v log2 e), r = v - n ln 2 (in two parts); max keeps NaN
+  const __m512 v = _mm512_max_ps(_mm512_set1_ps(kExpMin), _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), v);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 e = _mm512_set1_ps(kE7);
+  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f}) e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
+  e = _mm512_scalef_ps(e, n);  // e * 2^n
+  // erf(z) = 1 - t (c1 + t (c2 + ...)) exp(-z^2), t = 1 / (1 + p z)
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(kP), z, one));
+  __m512 q = _mm512_set1_ps(kC5);
+  for (const float c : {kC4, kC3, kC2, kC1}) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c));
+  const __m512 erf_abs = _mm512_fnmadd_ps(_mm512_mul_ps(q, t), e, one);
+  // 1 + erf(a / sqrt 2), erf taking a's sign
+  const __mmask16 neg = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 one_plus = _mm512_mask_sub_ps(_mm512_add_ps(one, erf_abs), neg, one, erf_abs);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), a), one_plus);
+}
+
 struct Prim {
+  static void gelu_n(float* v, int64_t m) {
+    for (int64_t j = 0; j < m; j += 16) {
+      const __mmask16 mk = tail_mask(m - j);
+      _mm512_mask_storeu_ps(v + j, mk, gelu16(_mm512_maskz_loadu_ps(mk, v + j)));
+    }
+  }
+
+
   // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
                        float* out) {

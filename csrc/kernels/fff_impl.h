@@ -3,6 +3,7 @@
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
 //   dot_one_x(m, x, ws[m], d, out[m])       m <= kGroup dot products <x, ws[g]> (x loaded once)
+//   gelu_n(v, m)                            v[0..m) = gelu(v[0..m)) in place (kernels/gelu.h)
 //   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
 //                                           w_out[rows[k]]; stream: may bypass the cache
 //   fence()                                 order streamed stores before y is shared
@@ -30,6 +31,7 @@
 
 #include "common.h"
 #include "kernels/fff.h"
+#include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
@@ -42,8 +44,6 @@ constexpr int64_t kForestTreeBytes = 256 << 10;  // a tree's rows (w_in + w_out)
 constexpr int64_t kForestTile = 256;             // tokens per forest tile
 constexpr int kForestGroup = 2;  // trees walked together (2 measured faster than 1 and 4)
 
-inline float gelu_exact(float a) { return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f)); }
-
 struct Descent {
   const FFFArgs& a;
   int64_t nodes, levels, k;
@@ -55,14 +55,15 @@ struct Descent {
         k(int64_t{args.trees} * (args.depth + 1)) {}
 
   // Record level l of tree t for token i into *row and *g (and path/act when asked): returns
-  // the next local node.
+  // the next local node. *g is gelu(a), or a itself with kRaw (the caller applies gelu_n).
+  template <bool kRaw = false>
   inline int64_t record(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* row,
                         float* g) const {
     const int64_t r = t * nodes + node;
     const float act = dot + a.b_in[r];
     const int64_t col = t * levels + l;
     *row = r;
-    *g = gelu_exact(act);
+    *g = kRaw ? act : gelu_exact(act);
     if (a.path) a.path[i * k + col] = static_cast<int32_t>(r);
     if (a.act) a.act[i * k + col] = act;
     return 2 * node + 1 + (act > 0.0f ? 1 : 0);  // NaN compares false: left
@@ -186,31 +187,40 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
   }
 }
 
-// Forest schedule for tokens [i0, i1): per group of kForestGroup trees, each token walks the
-// group's trees together (the dot products of a level share one load of x) and adds the group's
-// kForestGroup*levels output rows into its y. A group's rows (<= kForestGroup *
-// kForestTreeBytes) stay in L2 for the whole tile, and y's rows stay in cache between groups.
-// rows/g are (kForestGroup * levels) scratch.
+// Forest schedule for tokens [i0, i1) (at most kForestTile), per group of kForestGroup trees:
+// (A) each token walks the group's trees together (the dot products of a level share one load
+// of x) and records its kForestGroup*levels (row, a) pairs, then the tile's a values go through
+// GELU at once (SIMD); (B) each token adds its rows into y. The group's rows (<= kForestGroup *
+// kForestTreeBytes) stay in L2 -- their top levels in L1 -- for the whole tile, and y's rows in
+// L2 between groups.
+// rows/g are (kForestTile, kForestGroup * levels) scratch.
 template <class Prim>
 void run_forest(const Descent& s, int64_t i0, int64_t i1, int64_t* rows, float* g) {
   const FFFArgs& a = s.a;
   const int64_t d = a.d, L = s.levels;
   for (int t0 = 0; t0 < a.trees; t0 += kForestGroup) {
     const int mg = std::min(kForestGroup, a.trees - t0);
-    for (int64_t i = i0; i < i1; ++i) {
+    const int64_t k = mg * L;  // scratch columns per token for this group
+    for (int64_t i = i0; i < i1; ++i) {  // (A)
       const float* x = a.x + i * d;
+      int64_t* r = rows + (i - i0) * k;
+      float* gi = g + (i - i0) * k;
       int64_t node[kForestGroup] = {};
       for (int64_t l = 0; l < L; ++l) {
         const float* ws[kForestGroup];
         for (int j = 0; j < mg; ++j) ws[j] = a.w_in + ((t0 + j) * s.nodes + node[j]) * d;
         float dot[kForestGroup];
         Prim::dot_one_x(mg, x, ws, d, dot);
-        for (int j = 0; j < mg; ++j)  // scratch column j*L + l: tree t0+j, level l
-          node[j] = s.record(i, t0 + j, l, node[j], dot[j], rows + j * L + l, g + j * L + l);
+        for (int j = 0; j < mg; ++j)  // column j*L + l: tree t0+j, level l
+          node[j] = s.record<true>(i, t0 + j, l, node[j], dot[j], r + j * L + l, gi + j * L + l);
       }
+    }
+    // the routing needs only a: GELU the whole tile's values at once (SIMD)
+    Prim::gelu_n(g, (i1 - i0) * k);
+    for (int64_t i = i0; i < i1; ++i) {  // (B) the first group starts y at b_out (or 0)
       float* y = a.y + i * d;
-      // the first group starts y at b_out (or 0); later groups add to it
-      Prim::gather_sum(y, t0 == 0 ? a.b_out : y, a.w_out, rows, g, mg * L, d);
+      Prim::gather_sum(y, t0 == 0 ? a.b_out : y, a.w_out, rows + (i - i0) * k, g + (i - i0) * k,
+                       k, d);
     }
   }
 }
@@ -223,18 +233,18 @@ void fff_run(const FFFArgs& a, int threads) {
   if (s.forest()) {
     const int64_t tiles = (n + kForestTile - 1) / kForestTile;
     threads = clamp_threads(threads, tiles);
-    const int64_t scratch = kForestGroup * s.levels;
-    if (threads == 1 && scratch <= kForestGroup * 32) {  // depth <= 31: no OpenMP, no heap
-      int64_t rows[kForestGroup * 32];
-      float g[kForestGroup * 32];
+    const size_t scratch = static_cast<size_t>(std::min(n, kForestTile) * kForestGroup * s.levels);
+    if (threads == 1) {
+      std::vector<int64_t> rows(scratch);
+      std::vector<float> g(scratch);
       for (int64_t i0 = 0; i0 < n; i0 += kForestTile)
-        run_forest<Prim>(s, i0, std::min(n, i0 + kForestTile), rows, g);
+        run_forest<Prim>(s, i0, std::min(n, i0 + kForestTile), rows.data(), g.data());
       return;
     }
 #pragma omp parallel num_threads(threads)
     {
-      std::vector<int64_t> rows(static_cast<size_t>(scratch));
-      std::vector<float> g(static_cast<size_t>(scratch));
+      std::vector<int64_t> rows(scratch);
+      std::vector<float> g(scratch);
 #pragma omp for schedule(static)
       for (int64_t c = 0; c < tiles; ++c)
         run_forest<Prim>(s, c * kForestTile, std::min(n, (c + 1) * kForestTile), rows.data(),

@@ -1,5 +1,6 @@
 // Portable FFF kernel: plain sequential dot products and accumulations.
 #include "kernels/fff.h"
+#include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
@@ -35,6 +36,9 @@ struct Prim {
       const float gj = g[j];
       for (int64_t c = 0; c < d; ++c) y[c] += gj * w[c];
     }
+  }
+  static void gelu_n(float* v, int64_t m) {
+    for (int64_t j = 0; j < m; ++j) v[j] = gelu_exact(v[j]);
   }
   static void prefetch(const float*, int64_t) {}
   static void fence() {}

@@ -305,3 +305,18 @@ def test_leaf_native_rejects_bad_arguments():
         fff_leaf_native(x.double(), *args, b2, 2, 1)
     with pytest.raises(ValueError, match=r"1 <= trees <= 64, got depth=2, trees=65"):
         fff_leaf_native(x, *args, b2, 2, 65)
+
+
+def test_simd_gelu_accuracy(isa):
+    # Two depth-0 trees, d = 1: tree 0 is the identity neuron (y = gelu(x)), tree 1 adds
+    # gelu(-100) = 0; two trees take the forest schedule, whose GELU is the SIMD one (erf by
+    # Abramowitz & Stegun 7.1.26, kernels/gelu.h) at avx2/avx512 and libm's at scalar.
+    x = torch.linspace(-12, 12, 100_001)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("nan")])])[:, None]
+    w_in, b_in, w_out = torch.tensor([[1.0], [0.0]]), torch.tensor([0.0, -100.0]), torch.ones(2, 1)
+    y = fff_native(x.contiguous(), w_in, b_in, w_out, 0, 2)[:, 0].double()
+    xd = x[:, 0].double()
+    exact = 0.5 * xd * (1 + torch.erf(xd / 2**0.5))
+    assert torch.isnan(y[-1])
+    err = (y - exact)[:-1].abs()
+    assert (err <= 3e-7 * xd[:-1].abs() + 1e-30).all(), float((err / xd[:-1].abs()).max())
