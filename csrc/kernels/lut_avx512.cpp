@@ -141,19 +141,19 @@ void layer_deep(const V* in, const int32_t* map, const uint64_t* tab, int64_t wi
   }
 }
 
-// Per-thread buffers, sized for 512-token words (a 256-token block uses the first half of each
-// 64-byte slot's worth of storage, i.e. the same buffers at a 32-byte word stride).
+// Per-thread buffers, sized in 512-bit words; a 256-token block reads them as arrays of 256-bit
+// words (the first half of each buffer).
 struct alignas(64) Word {  // storage of one 512-bit word (accessed through V* and intrinsics)
   uint64_t q[8];
 };
 struct Scratch {
-  std::vector<Word> a, b;       // bit-sliced layer inputs / outputs: max_width words each
-  std::vector<Word> carries;    // adder tree: two lists of g / 2 + 1 words
-  std::vector<Word> vals;       // (16 channels, g) last-layer outputs of one channel tile
-  std::vector<Word> planes;     // (16 channels, planes) count bit-planes of one channel tile
-  std::vector<Word> counts_v;   // (16 channels, kBlock) counts as bytes
-  std::vector<uint8_t> bytes;      // per-token path: 2 * max_width
-  std::vector<Word> f16_v;      // the 16 functions of a LUT's two lowest address bits
+  std::vector<Word> a, b;      // bit-sliced layer inputs / outputs: max_width words each
+  std::vector<Word> carries;   // adder tree: two lists of g / 2 + 1 words
+  std::vector<Word> vals;      // (16 channels, g) last-layer outputs of one channel tile
+  std::vector<Word> planes;    // (16 channels, planes) count bit-planes of one channel tile
+  std::vector<Word> counts_v;  // (16 channels, kBlock) counts as bytes
+  std::vector<Word> f16_v;     // ring of 2 * kPipe tables of the 16 functions of two inputs
+  std::vector<uint8_t> bytes;  // per-token path: 2 * max_width
   alignas(64) float aff_lo[16 * 16], aff_hi[16 * 16];  // affine rows of a channel tile
   uint8_t* counts_data() { return reinterpret_cast<uint8_t*>(counts_v.data()); }
   template <class V>
@@ -195,8 +195,9 @@ inline __mmask16 first_lanes(int64_t k) {  // the first min(k, 16) lanes
   return k >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << k) - 1);
 }
 
-// 16- and 64-token chunks of a word, straight between memory and mask registers (kmov); V is a
-// may_alias type, so these accesses do not break aliasing rules.
+// 16- and 64-token chunks of a word, straight between memory and mask registers (kmov). The
+// scratch words are otherwise only accessed through the vector load/store intrinsics, whose
+// types are may_alias, so the compiler keeps these accesses ordered with them.
 template <class V>
 inline void store_chunk(V* word, int64_t chunk, __mmask16 m) {
   _store_mask16(reinterpret_cast<__mmask16*>(word) + chunk, m);
