@@ -87,7 +87,8 @@ class LutModel {
     if (tokens == 0) return;
     const float* xp = reinterpret_cast<const float*>(x);
     float* yp = reinterpret_cast<float*>(y);
-    if (use_avx2()) lut_forward_avx2(net_, xp, tokens, yp, threads);
+    if (use_avx512()) lut_forward_avx512(net_, xp, tokens, yp, threads);
+    else if (use_avx2()) lut_forward_avx2(net_, xp, tokens, yp, threads);
     else lut_forward_scalar(net_, xp, tokens, yp, threads);
   }
 

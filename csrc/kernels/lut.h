@@ -36,5 +36,6 @@ void lut_tokens_scalar(const LutNet& net, const float* x, int64_t begin, int64_t
 
 void lut_forward_scalar(const LutNet& net, const float* x, int64_t tokens, float* y, int threads);
 void lut_forward_avx2(const LutNet& net, const float* x, int64_t tokens, float* y, int threads);
+void lut_forward_avx512(const LutNet& net, const float* x, int64_t tokens, float* y, int threads);
 
 }  // namespace liteffn

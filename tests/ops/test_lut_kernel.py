@@ -56,11 +56,43 @@ def test_exact_across_batch_sizes(n, hidden):
     check(ffn, x[:5], f"ties n={n} batch 5")
 
 
+@pytest.mark.parametrize(
+    ("d", "T", "n", "g", "hidden"),
+    [
+        (17, 3, 6, 16, (70, 50)),  # a partial 16-channel tile; g + 1 = 17 spans two registers
+        (33, 1, 5, 31, (40,)),  # g + 1 = 32: the largest in-register affine lookup
+        (5, 9, 4, 32, ()),  # g + 1 = 33: affine gather; T = 9 levels; no hidden layer
+        (2, 17, 3, 255, (30, 20, 10)),  # 8 count planes (bytes); three hidden layers
+        (2, 2, 2, 256, (9,)),  # 9 count planes: 16-token chunk masks instead of bytes
+        (16, 8, 1, 1, (48,)),  # one-input LUTs, one LUT per channel
+    ],
+)
+def test_exact_around_block_edges(d, T, n, g, hidden):
+    """Token counts around the 256- and 512-token slices of the AVX-512 kernel (a block of at
+    most 256 tokens uses 256-bit words, fewer than 8 go token by token), with group sizes,
+    channel counts and levels at the edges of its lookup, count and thermometer tiles."""
+    gen = torch.Generator().manual_seed(d * 1000 + g)
+    ffn = LUTFFN(d, bits_per_channel=T, hidden_luts=hidden, luts_per_output=g, lut_inputs=n)
+    with torch.no_grad():
+        ffn.scale.normal_(generator=gen)
+        ffn.shift.normal_(generator=gen)
+    for batch in (8, 16, 255, 256, 257, 511, 512, 513, 519, 520, 768, 1031, 1032):
+        check(ffn, torch.randn(batch, d, generator=gen) * 2, f"d={d} g={g} batch={batch}")
+    x = tie_heavy(ffn, (1300, d), gen)
+    check(ffn, x, f"ties d={d} g={g}")
+    saved = torch.get_num_threads()
+    try:  # two threads: a 512-token block and a 256-token block run side by side
+        torch.set_num_threads(2)
+        check(ffn, x[:700], f"ties d={d} g={g} 2 threads")
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_benchmark_shape_exact(isa):
     ffn = LUTFFN(192, bits_per_channel=8, hidden_luts=3072, luts_per_output=16, lut_inputs=6)
     ffn.eval()
     gen = torch.Generator().manual_seed(3)
-    for batch in (1, 37, 256, 300):
+    for batch in (1, 37, 256, 300, 512, 1030):
         x = torch.randn(batch, 192, generator=gen)
         assert_exact(ffn(x), ffn.reference(x), what=f"{isa} batch {batch}")
     x = tie_heavy(ffn, (260, 192), gen)
