@@ -231,14 +231,17 @@ void fff_run(const FFFArgs& a, int threads) {
   const int64_t n = a.n;
   if (n <= 0) return;
   if (s.forest()) {
-    const int64_t tiles = (n + kForestTile - 1) / kForestTile;
+    // tiles of at most kForestTile tokens, and at least one tile per thread
+    const int64_t workers = clamp_threads(threads, n);
+    const int64_t tile = std::min(kForestTile, (n + workers - 1) / workers);
+    const int64_t tiles = (n + tile - 1) / tile;
     threads = clamp_threads(threads, tiles);
-    const size_t scratch = static_cast<size_t>(std::min(n, kForestTile) * kForestGroup * s.levels);
+    const size_t scratch = static_cast<size_t>(tile * kForestGroup * s.levels);
     if (threads == 1) {
       std::vector<int64_t> rows(scratch);
       std::vector<float> g(scratch);
-      for (int64_t i0 = 0; i0 < n; i0 += kForestTile)
-        run_forest<Prim>(s, i0, std::min(n, i0 + kForestTile), rows.data(), g.data());
+      for (int64_t i0 = 0; i0 < n; i0 += tile)
+        run_forest<Prim>(s, i0, std::min(n, i0 + tile), rows.data(), g.data());
       return;
     }
 #pragma omp parallel num_threads(threads)
@@ -247,8 +250,7 @@ void fff_run(const FFFArgs& a, int threads) {
       std::vector<float> g(scratch);
 #pragma omp for schedule(static)
       for (int64_t c = 0; c < tiles; ++c)
-        run_forest<Prim>(s, c * kForestTile, std::min(n, (c + 1) * kForestTile), rows.data(),
-                         g.data());
+        run_forest<Prim>(s, c * tile, std::min(n, (c + 1) * tile), rows.data(), g.data());
     }
     return;
   }
