@@ -77,6 +77,10 @@ def test_checkpoint_resumes_without_refitting(tmp_path, monkeypatch):
     teacher, first = _pair("bert", d_ff=16)
     distill_(first, teacher, _calib("bert"), layer_steps=20, checkpoint=ckpt, progress=False)
     assert ckpt.is_file()
+    # one file per fitted layer; the checkpoint itself holds no layer weights
+    files = sorted(p.name for p in (tmp_path / "distill.pt.layers").iterdir())
+    assert files == ["encoder.layer.0.pt", "encoder.layer.1.pt"]
+    assert "layers" not in torch.load(ckpt, weights_only=False)
     _, second = _pair("bert", d_ff=16)
 
     def no_refit(*args, **kwargs):
@@ -90,6 +94,11 @@ def test_checkpoint_resumes_without_refitting(tmp_path, monkeypatch):
         torch.testing.assert_close(main_output(second, inputs), main_output(first, inputs))
     with pytest.raises(ValueError, match="from another conversion or other settings"):
         distill_(second, teacher, _calib("bert"), layer_steps=21, checkpoint=ckpt, progress=False)
+    (tmp_path / "distill.pt.layers" / "encoder.layer.1.pt").unlink()
+    with pytest.raises(ValueError, match=r"'encoder.layer.1' as fitted but its file .* missing"):
+        distill_(second, teacher, _calib("bert"), layer_steps=20, checkpoint=ckpt, progress=False)
+    distill_mod.remove_checkpoint(ckpt)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_text_batches_and_errors():

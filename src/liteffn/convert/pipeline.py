@@ -23,7 +23,7 @@ from torch import nn
 from liteffn.convert import evaluate as ev
 from liteffn.convert._convert import convert_, ffn_flops, lite_layers
 from liteffn.convert.budget import config_for_budget, parse_budget
-from liteffn.convert.distill import distill_
+from liteffn.convert.distill import distill_, remove_checkpoint
 from liteffn.convert.handlers import handler_for
 from liteffn.convert.io import from_pretrained, save_pretrained
 
@@ -149,7 +149,7 @@ def convert_pretrained(
     distill_s = time.perf_counter() - t0
     ckpt = Path(out).with_name(Path(out).name + ".distill.pt")
     out = save_pretrained(model, out, tokenizer=tok)
-    ckpt.unlink(missing_ok=True)  # kept only to resume an interrupted distillation
+    remove_checkpoint(ckpt)  # kept only to resume an interrupted distillation
     converted = from_pretrained(out)
     _say(f"saved to {out} and reloaded")
 
