@@ -1,4 +1,5 @@
-// The descent driver shared by fff_scalar.cpp and fff_avx2.cpp. Each includes this header after
+// The descent driver shared by fff_scalar.cpp, fff_avx2.cpp and fff_avx512.cpp. Each includes this
+// header after
 // defining, in its own anonymous namespace, a struct `Prim` with the ISA's primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
@@ -19,8 +20,8 @@
 //   its tokens and stay in cache while they descend;
 // * forest (several shallow trees, whose rows fit in L2: see run_forest): tiles of tokens walk
 //   kForestGroup trees at a time, one load of x feeding their dot products, so a tile reuses
-//   each group's rows from cache.
-// Both record (row, gelu(a)) per token and level, then form y row by row with gather_sum.
+//   each group's rows from cache; their GELUs run over the whole tile at once (gelu_n).
+// All record (row, gelu(a)) per token and level, then form y row by row with gather_sum.
 #pragma once
 #include <omp.h>
 
