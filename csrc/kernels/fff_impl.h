@@ -1,6 +1,6 @@
-// The descent driver shared by fff_scalar.cpp, fff_avx2.cpp and fff_avx512.cpp. Each includes this
-// header after
-// defining, in its own anonymous namespace, a struct `Prim` with the ISA's primitives:
+// The descent driver shared by fff_scalar.cpp, fff_avx2.cpp and fff_avx512.cpp. Each includes
+// this header after defining, in its own anonymous namespace, a struct `Prim` with the ISA's
+// primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
 //   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
 //   dot_one_x(m, x, ws[m], d, out[m])       m <= kGroup dot products <x, ws[g]> (x loaded once)
