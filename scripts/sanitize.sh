@@ -13,10 +13,11 @@ cmake --build "$out" -j 2 >> "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
 lib=$(ls "$out"/_native*.so)
 asan=$(g++ -print-file-name=libasan.so)
 ubsan=$(g++ -print-file-name=libubsan.so)
+if [ $# -gt 0 ]; then tests=("$@"); else tests=(tests/ops tests/layers); fi
 echo "[sanitize] running kernel tests on $lib"
 # Python itself leaks by design at exit, so leak checking is off; every other report aborts.
 LD_PRELOAD="$asan $ubsan" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LITEFFN_NATIVE_LIB="$lib" LITEFFN_REQUIRE_NATIVE=1 \
-  "$PY" -m pytest -q -p no:cacheprovider "${@:-tests/ops tests/layers}"
+  "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}"
