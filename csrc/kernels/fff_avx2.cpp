@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "kernels/fff.h"
+#include "kernels/fff_x86.h"
 #include "kernels/gelu.h"
 
 namespace liteffn {
@@ -16,8 +17,6 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-
-constexpr int64_t kPrefetchBytes = 512;  // lines touched per prefetched block
 
 // gelu of 8 lanes (kernels/gelu.h gives the method and its error). NaN stays NaN.
 inline __m256 gelu8(__m256 a) {
@@ -48,7 +47,7 @@ inline __m256 gelu8(__m256 a) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), a), one_plus);
 }
 
-struct Prim {
+struct Prim : X86Hints {
   static void gelu_n(float* v, int64_t m) {
     int64_t j = 0;
     for (; j + 8 <= m; j += 8) _mm256_storeu_ps(v + j, gelu8(_mm256_loadu_ps(v + j)));
@@ -89,56 +88,28 @@ struct Prim {
     }
   }
 
-  // out[j] = <xs[j], w>: one load of w serves all tokens at this node.
-  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
-    if (m != 4) {
-      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], w, d);
-      return;
-    }
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int64_t c = 0;
-    for (; c + 16 <= d; c += 16) {
-      const __m256 w0 = _mm256_loadu_ps(w + c), w1 = _mm256_loadu_ps(w + c + 8);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c), w0, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c), w0, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c), w0, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c), w0, a3);
-      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[0] + c + 8), w1, b0);
-      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[1] + c + 8), w1, b1);
-      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[2] + c + 8), w1, b2);
-      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs[3] + c + 8), w1, b3);
-    }
-    float r[4] = {hsum(_mm256_add_ps(a0, b0)), hsum(_mm256_add_ps(a1, b1)),
-                  hsum(_mm256_add_ps(a2, b2)), hsum(_mm256_add_ps(a3, b3))};
-    for (int j = 0; j < 4; ++j) {
-      for (int64_t e = c; e < d; ++e) r[j] += xs[j][e] * w[e];
-      out[j] = r[j];
-    }
-  }
-
-  // out[j] = <x, ws[j]>: one load of x serves the m rows (several trees, one token).
-  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
-    if (m == 4) return dot_one_x_m<4>(x, ws, d, out);
-    if (m == 2) return dot_one_x_m<2>(x, ws, d, out);
-    for (int j = 0; j < m; ++j) out[j] = dot1(x, ws[j], d);
+  // out[j] = <vs[j], u>: one load of u serves the m rows (e.g. one token, several trees).
+  static void dot_shared(int m, const float* const* vs, const float* u, int64_t d, float* out) {
+    if (m == 4) return dot_shared_m<4>(vs, u, d, out);
+    if (m == 2) return dot_shared_m<2>(vs, u, d, out);
+    for (int j = 0; j < m; ++j) out[j] = dot1(vs[j], u, d);
   }
 
   template <int M>
-  static void dot_one_x_m(const float* x, const float* const* ws, int64_t d, float* out) {
+  static void dot_shared_m(const float* const* vs, const float* u, int64_t d, float* out) {
     __m256 a[M], b[M];
     for (int j = 0; j < M; ++j) a[j] = b[j] = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 16 <= d; c += 16) {
-      const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
+      const __m256 u0 = _mm256_loadu_ps(u + c), u1 = _mm256_loadu_ps(u + c + 8);
       for (int j = 0; j < M; ++j) {
-        a[j] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(ws[j] + c), a[j]);
-        b[j] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(ws[j] + c + 8), b[j]);
+        a[j] = _mm256_fmadd_ps(u0, _mm256_loadu_ps(vs[j] + c), a[j]);
+        b[j] = _mm256_fmadd_ps(u1, _mm256_loadu_ps(vs[j] + c + 8), b[j]);
       }
     }
     for (int j = 0; j < M; ++j) {
       float r = hsum(_mm256_add_ps(a[j], b[j]));
-      for (int64_t e = c; e < d; ++e) r += x[e] * ws[j][e];
+      for (int64_t e = c; e < d; ++e) r += vs[j][e] * u[e];
       out[j] = r;
     }
   }
@@ -195,15 +166,6 @@ struct Prim {
       for (int64_t j = 0; j < k; ++j) acc += g[j] * w_out[rows[j] * d + c];
       y[c] = acc;
     }
-  }
-
-  static void fence() { _mm_sfence(); }
-
-  // Touch the first lines of the block; the hardware prefetcher follows the sequential stream.
-  static void prefetch(const float* p, int64_t bytes) {
-    const char* c = reinterpret_cast<const char*>(p);
-    const int64_t end = bytes < kPrefetchBytes ? bytes : kPrefetchBytes;
-    for (int64_t o = 0; o < end; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
   }
 };
 

@@ -5,12 +5,11 @@
 #include <initializer_list>
 
 #include "kernels/fff.h"
+#include "kernels/fff_x86.h"
 #include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
-
-constexpr int64_t kPrefetchBytes = 512;  // lines touched per prefetched block
 
 inline __mmask16 tail_mask(int64_t left) {  // the first min(left, 16) lanes
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
@@ -45,7 +44,7 @@ inline __m512 gelu16(__m512 a) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), a), one_plus);
 }
 
-struct Prim {
+struct Prim : X86Hints {
   static void gelu_n(float* v, int64_t m) {
     for (int64_t j = 0; j < m; j += 16) {
       const __mmask16 mk = tail_mask(m - j);
@@ -76,51 +75,28 @@ struct Prim {
     for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
   }
 
-  // out[j] = <xs[j], w>: one load of w serves all tokens at this node.
-  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
-    if (m != 4) {
-      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], w, d);
-      return;
-    }
-    __m512 a[4], b[4];
-    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 32 <= d; c += 32) {
-      const __m512 w0 = _mm512_loadu_ps(w + c), w1 = _mm512_loadu_ps(w + c + 16);
-      for (int j = 0; j < 4; ++j) {
-        a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c), w0, a[j]);
-        b[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c + 16), w1, b[j]);
-      }
-    }
-    for (; c < d; c += 16) {
-      const __m512 w0 = load_tail(w + c, d - c);
-      for (int j = 0; j < 4; ++j) a[j] = _mm512_fmadd_ps(load_tail(xs[j] + c, d - c), w0, a[j]);
-    }
-    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
-  }
-
-  // out[j] = <x, ws[j]>: one load of x serves the m rows (several trees, one token).
-  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
-    if (m == 4) return dot_one_x_m<4>(x, ws, d, out);
-    if (m == 2) return dot_one_x_m<2>(x, ws, d, out);
-    for (int j = 0; j < m; ++j) out[j] = dot1(x, ws[j], d);
+  // out[j] = <vs[j], u>: one load of u serves the m rows (e.g. one token, several trees).
+  static void dot_shared(int m, const float* const* vs, const float* u, int64_t d, float* out) {
+    if (m == 4) return dot_shared_m<4>(vs, u, d, out);
+    if (m == 2) return dot_shared_m<2>(vs, u, d, out);
+    for (int j = 0; j < m; ++j) out[j] = dot1(vs[j], u, d);
   }
 
   template <int M>
-  static void dot_one_x_m(const float* x, const float* const* ws, int64_t d, float* out) {
+  static void dot_shared_m(const float* const* vs, const float* u, int64_t d, float* out) {
     __m512 a[M], b[M];
     for (int j = 0; j < M; ++j) a[j] = b[j] = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= d; c += 32) {
-      const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+      const __m512 u0 = _mm512_loadu_ps(u + c), u1 = _mm512_loadu_ps(u + c + 16);
       for (int j = 0; j < M; ++j) {
-        a[j] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(ws[j] + c), a[j]);
-        b[j] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(ws[j] + c + 16), b[j]);
+        a[j] = _mm512_fmadd_ps(u0, _mm512_loadu_ps(vs[j] + c), a[j]);
+        b[j] = _mm512_fmadd_ps(u1, _mm512_loadu_ps(vs[j] + c + 16), b[j]);
       }
     }
     for (; c < d; c += 16) {
-      const __m512 x0 = load_tail(x + c, d - c);
-      for (int j = 0; j < M; ++j) a[j] = _mm512_fmadd_ps(x0, load_tail(ws[j] + c, d - c), a[j]);
+      const __m512 u0 = load_tail(u + c, d - c);
+      for (int j = 0; j < M; ++j) a[j] = _mm512_fmadd_ps(u0, load_tail(vs[j] + c, d - c), a[j]);
     }
     for (int j = 0; j < M; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
   }
@@ -170,15 +146,6 @@ struct Prim {
       if (stream) _mm512_stream_ps(y + c, acc);  // d % 16 == 0: full lanes only
       else _mm512_mask_storeu_ps(y + c, mk, acc);
     }
-  }
-
-  static void fence() { _mm_sfence(); }
-
-  // Touch the first lines of the block; the hardware prefetcher follows the sequential stream.
-  static void prefetch(const float* p, int64_t bytes) {
-    const char* c = reinterpret_cast<const char*>(p);
-    const int64_t end = bytes < kPrefetchBytes ? bytes : kPrefetchBytes;
-    for (int64_t o = 0; o < end; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
   }
 };
 

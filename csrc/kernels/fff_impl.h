@@ -2,8 +2,7 @@
 // this header after defining, in its own anonymous namespace, a struct `Prim` with the ISA's
 // primitives:
 //   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
-//   dot_shared(m, xs[m], w, d, out[m])      m <= kGroup dot products <xs[g], w>
-//   dot_one_x(m, x, ws[m], d, out[m])       m <= kGroup dot products <x, ws[g]> (x loaded once)
+//   dot_shared(m, vs[m], u, d, out[m])      m <= kGroup dot products <vs[g], u> (u loaded once)
 //   gelu_n(v, m)                            v[0..m) = gelu(v[0..m)) in place (kernels/gelu.h)
 //   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
 //                                           w_out[rows[k]]; stream: may bypass the cache
@@ -211,7 +210,7 @@ void run_forest(const Descent& s, int64_t i0, int64_t i1, int64_t* rows, float* 
         const float* ws[kForestGroup];
         for (int j = 0; j < mg; ++j) ws[j] = a.w_in + ((t0 + j) * s.nodes + node[j]) * d;
         float dot[kForestGroup];
-        Prim::dot_one_x(mg, x, ws, d, dot);
+        Prim::dot_shared(mg, ws, x, d, dot);
         for (int j = 0; j < mg; ++j)  // column j*L + l: tree t0+j, level l
           node[j] = s.record<true>(i, t0 + j, l, node[j], dot[j], r + j * L + l, gi + j * L + l);
       }

@@ -14,17 +14,10 @@ struct Prim {
       out[j] = acc;
     }
   }
-  static void dot_shared(int m, const float* const* xs, const float* w, int64_t d, float* out) {
+  static void dot_shared(int m, const float* const* vs, const float* u, int64_t d, float* out) {
     for (int j = 0; j < m; ++j) {
       float acc = 0.0f;
-      for (int64_t c = 0; c < d; ++c) acc += xs[j][c] * w[c];
-      out[j] = acc;
-    }
-  }
-  static void dot_one_x(int m, const float* x, const float* const* ws, int64_t d, float* out) {
-    for (int j = 0; j < m; ++j) {
-      float acc = 0.0f;
-      for (int64_t c = 0; c < d; ++c) acc += x[c] * ws[j][c];
+      for (int64_t c = 0; c < d; ++c) acc += vs[j][c] * u[c];
       out[j] = acc;
     }
   }
