@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -613,15 +614,17 @@ def _end_to_end(
 # -- checkpoints ----------------------------------------------------------------------------
 
 
-def _save_ckpt(ckpt: dict[str, Any], **update: Any) -> None:
-    ckpt.update(update)
-    if ckpt.get("_rank", 0) != 0:
-        return
-    path = Path(ckpt["_path"])
+def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save({k: v for k, v in ckpt.items() if not k.startswith("_")}, tmp)
-    os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint intact
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # atomic: a crash leaves the previous file intact
+
+
+def _save_ckpt(ckpt: dict[str, Any], **update: Any) -> None:
+    ckpt.update(update)
+    if ckpt.get("_rank", 0) == 0:
+        _atomic_save({k: v for k, v in ckpt.items() if not k.startswith("_")}, Path(ckpt["_path"]))
 
 
 # Each fitted layer goes to a file of its own beside the checkpoint (CKPT.layers/NAME.pt), so
@@ -632,13 +635,8 @@ def _layer_file(ckpt: dict[str, Any], name: str) -> Path:
 
 
 def _save_layer(ckpt: dict[str, Any], name: str, state: dict[str, torch.Tensor]) -> None:
-    if ckpt.get("_rank", 0) != 0:
-        return
-    path = _layer_file(ckpt, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save({k: v.detach().clone() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    if ckpt.get("_rank", 0) == 0:
+        _atomic_save({k: v.detach() for k, v in state.items()}, _layer_file(ckpt, name))
 
 
 def _load_layer(ckpt: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
@@ -658,9 +656,7 @@ def remove_checkpoint(path: str | os.PathLike) -> None:
     Path(path).unlink(missing_ok=True)
     layers = Path(str(path) + ".layers")
     if layers.is_dir():
-        for f in layers.iterdir():
-            f.unlink()
-        layers.rmdir()
+        shutil.rmtree(layers)
 
 
 def _load_ckpt(path: str | os.PathLike | None, key: Any, rank: int) -> dict[str, Any]:
