@@ -191,6 +191,28 @@ void tile_codes(const float* z, int64_t ms, int64_t s, int64_t m, const LookupDi
   }
 }
 
+// One thread's scratch in forward_impl: projection buffers for `tokens` tokens at a time,
+// per-table code/score buffers and the gather's row offsets and output chunk (ybuf floats).
+struct ForwardScratch {
+  std::vector<float> xp, a, c, z, e, sbuf, ybuf;
+  std::vector<int32_t> cbuf;
+  std::vector<int64_t> offs;
+  ForwardScratch(const LookupDims& k, int64_t tokens, int64_t ybuf_floats)
+      : xp(k.bh4 ? tokens * k.D : 0), a(xp.size()), c(xp.size()), z(tokens * k.P), e(k.P),
+        sbuf(k.h), ybuf(ybuf_floats), cbuf(k.h), offs(k.h) {}
+};
+
+// Project tokens x[0..ms) -- tokens [s, s + ms) of a tile of m -- and write their codes and
+// scores into the tile's codes/scores (layout as tile_codes).
+template <class Ops>
+void project_codes(const float* x, int64_t ms, int64_t s, int64_t m, const LookupDims& k,
+                   const float* wt, const float* pbias, bool table_major, ForwardScratch& w,
+                   int32_t* codes, float* scores) {
+  project_tile<Ops>(x, ms, k, wt, pbias, w.z.data(), w.xp.data(), w.a.data(), w.c.data());
+  tile_codes<Ops>(w.z.data(), ms, s, m, k, table_major, w.e.data(), w.cbuf.data(),
+                  w.sbuf.data(), codes, scores);
+}
+
 template <class Ops>
 void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* wt,
                   const float* pbias, const void* tables, bool bf16, const float* bias, float* y,
@@ -198,7 +220,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   if (n <= 0) return;
   if (order == 0) order = n >= kTableMajorMin ? 2 : 1;
   const bool table_major = order == 2;
-  const int64_t h = k.h, W = k.bh4 ? kProjTile * k.D : 0, nc = (k.d + kChunk - 1) / kChunk;
+  const int64_t h = k.h, nc = (k.d + kChunk - 1) / kChunk;
   if (table_major) {
     // Tiles of up to kTableMajorTile tokens, one after the other; the threads share each tile:
     // they project its tokens (split by 30-token pieces), then gather it (split by column
@@ -218,22 +240,17 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
       // delays nobody but itself.
 #pragma omp parallel num_threads(threads)
       {
-        std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
-        std::vector<float> ybuf(tile * kChunk), ts(groups * tile * kGroup, 0.0f);
-        std::vector<int32_t> cbuf(h), tc(groups * tile * kGroup, 0);
-        std::vector<int64_t> offs(h);
+        ForwardScratch w(k, kProjTile, tile * kChunk);
+        std::vector<float> ts(groups * tile * kGroup, 0.0f);
+        std::vector<int32_t> tc(groups * tile * kGroup, 0);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t t0 = i * tile, m = std::min(tile, n - t0);
-          for (int64_t s = 0; s < m; s += kProjTile) {
-            const int64_t ms = std::min(kProjTile, m - s);
-            project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(),
-                              a.data(), c.data());
-            tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(),
-                            tc.data(), ts.data());
-          }
+          for (int64_t s = 0; s < m; s += kProjTile)
+            project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
+                               pbias, true, w, tc.data(), ts.data());
           gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
-                           ybuf.data(), offs.data(), sbuf.data());
+                           w.ybuf.data(), w.offs.data(), w.sbuf.data());
         }
       }
       return;
@@ -246,47 +263,38 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
     }
 #pragma omp parallel num_threads(threads)
     {
-      std::vector<float> xp(W), a(W), c(W), z(kProjTile * k.P), e(k.P), sbuf(h);
-      std::vector<float> ybuf(tile * kChunk);
-      std::vector<int32_t> cbuf(h);
-      std::vector<int64_t> offs(h);
+      ForwardScratch w(k, kProjTile, tile * kChunk);
       for (int64_t i = 0; i < tiles; ++i) {
         const int64_t t0 = i * tile, m = std::min(tile, n - t0);
         int32_t* tc = codes[i % 2].data();
         float* ts = scores[i % 2].data();
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t s = 0; s < m; s += kProjTile) {
-          const int64_t ms = std::min(kProjTile, m - s);
-          project_tile<Ops>(x + (t0 + s) * k.d, ms, k, wt, pbias, z.data(), xp.data(), a.data(),
-                            c.data());
-          tile_codes<Ops>(z.data(), ms, s, m, k, true, e.data(), cbuf.data(), sbuf.data(), tc,
-                          ts);
-        }  // implicit barrier: the tile's codes are complete
+        for (int64_t s = 0; s < m; s += kProjTile)
+          project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt, pbias,
+                             true, w, tc, ts);
+        // implicit barrier: the tile's codes are complete
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t cc = 0; cc < nc; ++cc)
-          gather_tile<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, true, ybuf.data(),
-                           offs.data(), sbuf.data(), cc, cc + 1);
+          gather_tile<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, true, w.ybuf.data(),
+                           w.offs.data(), w.sbuf.data(), cc, cc + 1);
       }
     }
     return;
   }
   threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
   const int64_t tiles = (n + kProjTile - 1) / kProjTile, pm = std::min(kProjTile, n);
-  const int64_t Wm = k.bh4 ? pm * k.D : 0;  // scratch for at most pm tokens (batch 1: 1)
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> xp(Wm), a(Wm), c(Wm), z(pm * k.P), e(k.P), scores(pm * h), sbuf(h);
-    std::vector<float> ybuf(kChunk);
-    std::vector<int32_t> codes(pm * h), cbuf(h);
-    std::vector<int64_t> offs(h);
+    ForwardScratch w(k, pm, kChunk);  // sized for at most pm tokens (batch 1: 1)
+    std::vector<float> scores(pm * h);
+    std::vector<int32_t> codes(pm * h);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * kProjTile, m = std::min(kProjTile, n - t0);
-      project_tile<Ops>(x + t0 * k.d, m, k, wt, pbias, z.data(), xp.data(), a.data(), c.data());
-      tile_codes<Ops>(z.data(), m, 0, m, k, false, e.data(), cbuf.data(), sbuf.data(),
-                      codes.data(), scores.data());
+      project_codes<Ops>(x + t0 * k.d, m, 0, m, k, wt, pbias, false, w, codes.data(),
+                         scores.data());
       gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
-                       false, ybuf.data(), offs.data(), sbuf.data());
+                       false, w.ybuf.data(), w.offs.data(), w.sbuf.data());
     }
   }
 }
