@@ -255,6 +255,11 @@ def test_eval_fast_path_respects_hooks_and_weight_changes(isa):
     ffn.float()
     ffn.w_in = torch.nn.Parameter(grid_(torch.empty(31, 16)))  # replaced parameter
     assert_kernel_close(ffn(x), ffn.reference(x))
+    ffn.b_in.data = ffn.b_in.detach() + 0.25  # same Parameter object, new storage
+    assert_kernel_close(ffn(x), ffn.reference(x))
+    xg = x.clone().requires_grad_()  # an input that needs grad skips the kernel
+    assert_kernel_close(ffn(xg).detach(), ffn.reference(x))
+    assert_kernel_close(ffn(x[0]), ffn.reference(x[:1])[0])  # 1-D input
 
 
 @pytest.mark.slow

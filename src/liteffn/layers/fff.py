@@ -27,6 +27,18 @@ from liteffn.ops import fff as fff_ops
 __all__ = ["FastFeedForward", "load_ultrafastbert_ffns"]
 
 _F32 = torch.float32
+_Tensor = torch.Tensor
+_grad_enabled = torch.is_grad_enabled
+_tracing_state = torch._C._get_tracing_state
+_empty_like = torch.empty_like
+_num_threads = torch.get_num_threads
+# nn.Module's global hook dicts (mutated in place by torch.nn.modules.module, never rebound)
+_global_hooks = (
+    _module_mod._global_forward_hooks,
+    _module_mod._global_forward_pre_hooks,
+    _module_mod._global_backward_hooks,
+    _module_mod._global_backward_pre_hooks,
+)
 _HUGE_ADVICE_MIN = 8 << 20  # weights from which huge-page backing pays (a few 2 MiB pages)
 
 
@@ -94,7 +106,8 @@ class FastFeedForward(FFNLayer):
             self.leaf_b2 = nn.Parameter(torch.empty(lv, d))
         self.register_parameter("b_out", nn.Parameter(torch.zeros(d)) if bias_out else None)
         self._entropy: torch.Tensor | None = None
-        self._fast_ptrs: tuple[int, ...] | None = None  # weight pointers last validated
+        # (weight pointers, d_model, kernel, depth, trees) as last validated by _fast_eval
+        self._fast: tuple | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -117,90 +130,93 @@ class FastFeedForward(FFNLayer):
     # -- eval fast path ---------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        # nn.Module.__call__ costs ~2 µs per call even without hooks; at batch 1 the kernel
-        # itself takes a few µs, so eval calls without hooks, tracing or compilation go straight
-        # to the kernel. Everything else takes nn.Module's own dispatch.
-        if (
-            not self.training
-            and len(args) == 1
-            and not kwargs
-            and not (
-                self._forward_hooks
-                or self._forward_pre_hooks
-                or self._backward_hooks
-                or self._backward_pre_hooks
-                or _module_mod._global_forward_hooks
-                or _module_mod._global_forward_pre_hooks
-                or _module_mod._global_backward_hooks
-                or _module_mod._global_backward_pre_hooks
-                or self._compiled_call_impl is not None
-                or torch._C._get_tracing_state()
-            )
-        ):
-            y = self._fast_eval(args[0])
-            if y is not None:
-                return y
+        # nn.Module.__call__ costs ~2 µs per call even without hooks, and at batch 1 the kernel
+        # itself takes ~3 µs: eval calls with one plain float32 CPU tensor and no hooks, tracing
+        # or compilation go straight to the kernel, with every check inlined here and the
+        # module's state read from its __dict__ (an attribute read on an nn.Module goes through
+        # its __getattr__ hook; each attribute or tensor property costs 50-150 ns). Anything
+        # else, or a check that fails, takes nn.Module's own dispatch -> forward.
+        state = self.__dict__
+        if not state["training"] and len(args) == 1 and not kwargs:
+            x = args[0]
+            if (
+                type(x) is _Tensor
+                and x.dtype is _F32
+                and x.is_cpu
+                and not (x.requires_grad and _grad_enabled())
+                and not (
+                    state["_forward_hooks"]
+                    or state["_forward_pre_hooks"]
+                    or state["_backward_hooks"]
+                    or state["_backward_pre_hooks"]
+                    or _global_hooks[0]
+                    or _global_hooks[1]
+                    or _global_hooks[2]
+                    or _global_hooks[3]
+                    or self._compiled_call_impl is not None
+                    or _tracing_state()
+                )
+            ):
+                y = self._fast_eval(x, state)
+                if y is not None:
+                    return y
         return super().__call__(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            y = self._fast_eval(x)
+        if (
+            not self.training
+            and type(x) is _Tensor
+            and x.dtype is _F32
+            and x.is_cpu
+            and not (x.requires_grad and _grad_enabled())
+        ):
+            y = self._fast_eval(x, self.__dict__)
             if y is not None:
                 return y
         return super().forward(x)
 
-    def _fast_eval(self, x) -> torch.Tensor | None:
-        """Eval through the kernel with a handful of cheap checks, or None when anything is
-        unusual (dtype, device, shape, grad, build missing); FFNLayer.forward handles those."""
-        native = ops._native
-        if self.leaf_width or native is None or type(x) is not torch.Tensor:
+    def _fast_eval(self, x: torch.Tensor, state: dict) -> torch.Tensor | None:
+        """The kernel on a float32 CPU tensor that needs no grad (the caller checked), or None
+        when the shape is unusual, the layer is the leaf form or the build is missing.
+        ``state`` is the module's __dict__."""
+        if state["leaf_width"]:
             return None  # the leaf form takes FFNLayer.forward -> _native_forward
-        if not (
-            x.dtype is _F32
-            and x.is_cpu
-            and x.dim() >= 1
-            and x.shape[-1] == self.d_model
-            and not (x.requires_grad and torch.is_grad_enabled())
-        ):
-            return None
-        p = self._parameters
+        p = state["_parameters"]
         w_in, b_in, w_out, b_out = p["w_in"], p["b_in"], p["w_out"], p["b_out"]
-        ptrs = (
-            w_in.data_ptr(),
-            b_in.data_ptr(),
-            w_out.data_ptr(),
-            0 if b_out is None else b_out.data_ptr(),
-        )
+        p_in, p_bin, p_out = w_in.data_ptr(), b_in.data_ptr(), w_out.data_ptr()
+        p_bout = 0 if b_out is None else b_out.data_ptr()
         # Weights are validated when their storage changes (new pointer: .to(), .data = ...,
         # a replaced Parameter); in-place updates keep the pointer and need no re-check.
-        if ptrs != self._fast_ptrs:
-            if not self._weights_ok():
+        fast = state["_fast"]
+        if fast is None or fast[0] != (p_in, p_bin, p_out, p_bout):
+            fast = self._validate_fast((p_in, p_bin, p_out, p_bout))
+            if fast is None:
                 return None
-            self._fast_ptrs = ptrs
-            # the kernel reads random rows: back the (large) weights with huge pages, in place
-            for w in (w_in, w_out):
-                nbytes = w.numel() * 4
-                if nbytes >= _HUGE_ADVICE_MIN:
-                    native.fff_advise_weights(w.data_ptr(), nbytes)
+        d = fast[1]
+        if not x.dim() or x.size(-1) != d:
+            return None
         if not x.is_contiguous():
             x = x.contiguous()
-        y = torch.empty_like(x)
-        native.fff_forward(
-            x.data_ptr(),
-            ptrs[0],
-            ptrs[1],
-            ptrs[2],
-            ptrs[3],
-            y.data_ptr(),
-            0,
-            0,
-            x.numel() // self.d_model,
-            self.d_model,
-            self.depth,
-            self.trees,
-            torch.get_num_threads(),
-        )
+        y = _empty_like(x)
+        fast[2](
+            x.data_ptr(), p_in, p_bin, p_out, p_bout, y.data_ptr(), 0, 0, x.numel() // d, d,
+            fast[3], fast[4], _num_threads(),
+        )  # fmt: skip
         return y
+
+    def _validate_fast(self, ptrs: tuple[int, ...]) -> tuple | None:
+        """Check the weights the kernel reads and cache (ptrs, d, kernel, depth, trees)."""
+        native = ops._native
+        if native is None or not self._weights_ok():
+            self._fast = None
+            return None
+        # the kernel reads random rows: back the (large) weights with huge pages, in place
+        for ptr, w in ((ptrs[0], self.w_in), (ptrs[2], self.w_out)):
+            nbytes = w.numel() * 4
+            if nbytes >= _HUGE_ADVICE_MIN:
+                native.fff_advise_weights(ptr, nbytes)
+        self._fast = (ptrs, self.d_model, native.fff_forward, self.depth, self.trees)
+        return self._fast
 
     def _weights_ok(self) -> bool:
         """Whether the parameters are what the kernel reads: contiguous f32 CPU, right shapes."""
