@@ -1,3 +1,6 @@
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -260,6 +263,36 @@ def test_eval_fast_path_respects_hooks_and_weight_changes(isa):
     xg = x.clone().requires_grad_()  # an input that needs grad skips the kernel
     assert_kernel_close(ffn(xg).detach(), ffn.reference(x))
     assert_kernel_close(ffn(x[0]), ffn.reference(x[:1])[0])  # 1-D input
+
+
+def test_eval_fast_path_declines_unusual_inputs_and_pickles(isa):
+    # the native FFFEval returns None for anything it was not built for; the layer then takes
+    # its checked path, so every case below still gives the reference result or a clear error
+    ffn = grid_layer(16, 3, bias_out=True).eval()
+    x = torch.randint(-8, 9, (6, 16)).float() / 8
+    assert_kernel_close(ffn(x), ffn.reference(x))  # builds the FFFEval
+    assert ffn._fast is not None
+    assert_kernel_close(ffn(x.t().contiguous().t()), ffn.reference(x))  # non-contiguous
+    assert_kernel_close(ffn(x.view(2, 3, 16)), ffn.reference(x).view(2, 3, 16))  # 3-D
+    assert ffn(x[:0]).shape == (0, 16)  # empty batch
+    with pytest.raises(ValueError, match="last dimension d_model=16"):
+        ffn(torch.zeros(3, 15))
+    with pytest.raises(ValueError, match="0-d"):
+        ffn(torch.tensor(1.0))
+    with torch.no_grad():
+        ffn.b_in.data = ffn.b_in.detach() + 0.25  # new storage: rebuilt, not stale
+    assert_kernel_close(ffn(x), ffn.reference(x))
+    clone = copy.deepcopy(ffn)
+    with torch.no_grad():
+        clone.w_out.mul_(2)  # the copy owns its weights: the original is unchanged
+    assert_kernel_close(clone(x), clone.reference(x))
+    assert_kernel_close(ffn(x), ffn.reference(x))
+    buf = io.BytesIO()
+    torch.save(ffn, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert loaded._fast is None  # rebuilt on the first call, never pickled
+    assert torch.equal(loaded(x), ffn(x))
 
 
 @pytest.mark.slow

@@ -106,7 +106,7 @@ class FastFeedForward(FFNLayer):
             self.leaf_b2 = nn.Parameter(torch.empty(lv, d))
         self.register_parameter("b_out", nn.Parameter(torch.zeros(d)) if bias_out else None)
         self._entropy: torch.Tensor | None = None
-        # (weight pointers, d_model, kernel, depth, trees) as last validated by _fast_eval
+        # the native eval call for the weights as last validated (see _build_fast)
         self._fast: tuple | None = None
         self.reset_parameters()
 
@@ -131,92 +131,74 @@ class FastFeedForward(FFNLayer):
 
     def __call__(self, *args, **kwargs):
         # nn.Module.__call__ costs ~2 µs per call even without hooks, and at batch 1 the kernel
-        # itself takes ~3 µs: eval calls with one plain float32 CPU tensor and no hooks, tracing
-        # or compilation go straight to the kernel, with every check inlined here and the
-        # module's state read from its __dict__ (an attribute read on an nn.Module goes through
-        # its __getattr__ hook; each attribute or tensor property costs 50-150 ns). Anything
-        # else, or a check that fails, takes nn.Module's own dispatch -> forward.
+        # itself takes ~3 µs: eval calls without hooks, tracing or compilation go straight to
+        # the native FFFEval built for the current weights, which checks x and the weights in
+        # C (see csrc/bind_fff.cpp) and returns None when anything is unusual. The module's
+        # state is read from its __dict__: an attribute read on an nn.Module goes through its
+        # __getattr__ hook. Anything else takes nn.Module's own dispatch -> forward.
         state = self.__dict__
-        if not state["training"] and len(args) == 1 and not kwargs:
-            x = args[0]
-            if (
-                type(x) is _Tensor
-                and x.dtype is _F32
-                and x.is_cpu
-                and not (x.requires_grad and _grad_enabled())
-                and not (
-                    state["_forward_hooks"]
-                    or state["_forward_pre_hooks"]
-                    or state["_backward_hooks"]
-                    or state["_backward_pre_hooks"]
-                    or _global_hooks[0]
-                    or _global_hooks[1]
-                    or _global_hooks[2]
-                    or _global_hooks[3]
-                    or self._compiled_call_impl is not None
-                    or _tracing_state()
-                )
-            ):
-                y = self._fast_eval(x, state)
-                if y is not None:
-                    return y
+        if (
+            not state["training"]
+            and len(args) == 1
+            and not kwargs
+            and not (
+                state["_forward_hooks"]
+                or state["_forward_pre_hooks"]
+                or state["_backward_hooks"]
+                or state["_backward_pre_hooks"]
+                or _global_hooks[0]
+                or _global_hooks[1]
+                or _global_hooks[2]
+                or _global_hooks[3]
+                or self._compiled_call_impl is not None
+                or _tracing_state()
+            )
+        ):
+            y = self._fast_eval(args[0], state)
+            if y is not None:
+                return y
         return super().__call__(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            not self.training
-            and type(x) is _Tensor
-            and x.dtype is _F32
-            and x.is_cpu
-            and not (x.requires_grad and _grad_enabled())
-        ):
+        if not self.training:
             y = self._fast_eval(x, self.__dict__)
             if y is not None:
                 return y
         return super().forward(x)
 
-    def _fast_eval(self, x: torch.Tensor, state: dict) -> torch.Tensor | None:
-        """The kernel on a float32 CPU tensor that needs no grad (the caller checked), or None
-        when the shape is unusual, the layer is the leaf form or the build is missing.
-        ``state`` is the module's __dict__."""
-        if state["leaf_width"]:
-            return None  # the leaf form takes FFNLayer.forward -> _native_forward
-        p = state["_parameters"]
-        w_in, b_in, w_out, b_out = p["w_in"], p["b_in"], p["w_out"], p["b_out"]
-        p_in, p_bin, p_out = w_in.data_ptr(), b_in.data_ptr(), w_out.data_ptr()
-        p_bout = 0 if b_out is None else b_out.data_ptr()
-        # Weights are validated when their storage changes (new pointer: .to(), .data = ...,
-        # a replaced Parameter); in-place updates keep the pointer and need no re-check.
+    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
+        """The kernel through the cached native FFFEval, or None when x or the layer is
+        unusual (then FFNLayer.forward handles it). ``state`` is the module's __dict__."""
         fast = state["_fast"]
-        if fast is None or fast[0] != (p_in, p_bin, p_out, p_bout):
-            fast = self._validate_fast((p_in, p_bin, p_out, p_bout))
-            if fast is None:
-                return None
-        d = fast[1]
-        if not x.dim() or x.size(-1) != d:
-            return None
-        if not x.is_contiguous():
-            x = x.contiguous()
-        y = _empty_like(x)
-        fast[2](
-            x.data_ptr(), p_in, p_bin, p_out, p_bout, y.data_ptr(), 0, 0, x.numel() // d, d,
-            fast[3], fast[4], _num_threads(),
-        )  # fmt: skip
-        return y
+        if fast is not None:
+            y = fast(x)
+            if y is not None:
+                return y
+        # first call, or the FFFEval declined: rebuild it if the weights changed, retry once
+        if state["leaf_width"] or ops._native is None or not self._weights_ok():
+            return None  # the leaf form takes FFNLayer.forward -> _native_forward
+        fast = self._build_fast()
+        return None if fast is None else fast(x)
 
-    def _validate_fast(self, ptrs: tuple[int, ...]) -> tuple | None:
-        """Check the weights the kernel reads and cache (ptrs, d, kernel, depth, trees)."""
+    def _build_fast(self):
+        """A native FFFEval for the current (validated) weights, cached in ``_fast``."""
         native = ops._native
-        if native is None or not self._weights_ok():
-            self._fast = None
-            return None
+        p = self._parameters
         # the kernel reads random rows: back the (large) weights with huge pages, in place
-        for ptr, w in ((ptrs[0], self.w_in), (ptrs[2], self.w_out)):
+        for w in (p["w_in"], p["w_out"]):
             nbytes = w.numel() * 4
             if nbytes >= _HUGE_ADVICE_MIN:
-                native.fff_advise_weights(ptr, nbytes)
-        self._fast = (ptrs, self.d_model, native.fff_forward, self.depth, self.trees)
+                native.fff_advise_weights(w.data_ptr(), nbytes)
+        self._fast = native.FFFEval(
+            p, self.d_model, self.depth, self.trees, _Tensor, _F32, _empty_like, _grad_enabled,
+            _num_threads,
+        )  # fmt: skip
         return self._fast
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # the native FFFEval is rebuilt on demand, never pickled
+        state["_fast"] = None
+        return state
 
     def _weights_ok(self) -> bool:
         """Whether the parameters are what the kernel reads: contiguous f32 CPU, right shapes."""
