@@ -12,6 +12,7 @@
 // Kernels: x (tokens, d) float32 in, y (tokens, d) float32 out.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace liteffn {
 
@@ -25,6 +26,20 @@ struct LutNet {
   const uint64_t* const* tables = nullptr;
   int64_t max_width = 0;  // max(d*T, widths[...])
 };
+
+// Calls f(std::integral_constant<int, N>{}) for N = n in 1..6 (6 for anything above; callers
+// check 1 <= n <= 6): the kernels are templates on the LUT input count.
+template <class F>
+inline void dispatch_lut_inputs(int64_t n, F&& f) {
+  switch (n) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    default: return f(std::integral_constant<int, 6>{});
+  }
+}
 
 // Below this many tokens a block is evaluated token by token (one address per LUT) rather
 // than bit-sliced across tokens; both give identical results.

@@ -418,14 +418,7 @@ void forward_n(const LutNet& net, const float* x, int64_t tokens, float* y, int 
 
 void lut_forward_avx512(const LutNet& net, const float* x, int64_t tokens, float* y,
                         int threads) {
-  switch (net.n) {
-    case 1: return forward_n<1>(net, x, tokens, y, threads);
-    case 2: return forward_n<2>(net, x, tokens, y, threads);
-    case 3: return forward_n<3>(net, x, tokens, y, threads);
-    case 4: return forward_n<4>(net, x, tokens, y, threads);
-    case 5: return forward_n<5>(net, x, tokens, y, threads);
-    default: return forward_n<6>(net, x, tokens, y, threads);
-  }
+  dispatch_lut_inputs(net.n, [&](auto n) { forward_n<decltype(n)::value>(net, x, tokens, y, threads); });
 }
 
 }  // namespace liteffn

@@ -141,25 +141,11 @@ void forward_n(const LutNet& net, const float* x, int64_t tokens, float* y, int 
 
 void lut_tokens_scalar(const LutNet& net, const float* x, int64_t begin, int64_t end, float* y,
                        uint8_t* bytes_a, uint8_t* bytes_b) {
-  switch (net.n) {
-    case 1: return tokens_n<1>(net, x, begin, end, y, bytes_a, bytes_b);
-    case 2: return tokens_n<2>(net, x, begin, end, y, bytes_a, bytes_b);
-    case 3: return tokens_n<3>(net, x, begin, end, y, bytes_a, bytes_b);
-    case 4: return tokens_n<4>(net, x, begin, end, y, bytes_a, bytes_b);
-    case 5: return tokens_n<5>(net, x, begin, end, y, bytes_a, bytes_b);
-    default: return tokens_n<6>(net, x, begin, end, y, bytes_a, bytes_b);
-  }
+  dispatch_lut_inputs(net.n, [&](auto n) { tokens_n<decltype(n)::value>(net, x, begin, end, y, bytes_a, bytes_b); });
 }
 
 void lut_forward_scalar(const LutNet& net, const float* x, int64_t tokens, float* y, int threads) {
-  switch (net.n) {
-    case 1: return forward_n<1>(net, x, tokens, y, threads);
-    case 2: return forward_n<2>(net, x, tokens, y, threads);
-    case 3: return forward_n<3>(net, x, tokens, y, threads);
-    case 4: return forward_n<4>(net, x, tokens, y, threads);
-    case 5: return forward_n<5>(net, x, tokens, y, threads);
-    default: return forward_n<6>(net, x, tokens, y, threads);
-  }
+  dispatch_lut_inputs(net.n, [&](auto n) { forward_n<decltype(n)::value>(net, x, tokens, y, threads); });
 }
 
 }  // namespace liteffn
