@@ -22,6 +22,7 @@ from torch.nn.modules import module as _module_mod
 from liteffn import ops
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer
+from liteffn.ops import _hugemem
 from liteffn.ops import fff as fff_ops
 
 __all__ = ["FastFeedForward", "load_ultrafastbert_ffns"]
@@ -92,9 +93,10 @@ class FastFeedForward(FFNLayer):
         if leaf_width == 0:
             self.nodes = 2 ** (depth + 1) - 1
             rows = trees * self.nodes
-            self.w_in = nn.Parameter(torch.empty(rows, d))
+            # the eval kernel reads these at random rows: large ones go on huge pages
+            self.w_in = nn.Parameter(_hugemem.empty((rows, d)))
             self.b_in = nn.Parameter(torch.empty(rows))
-            self.w_out = nn.Parameter(torch.empty(rows, d))
+            self.w_out = nn.Parameter(_hugemem.empty((rows, d)))
         else:
             self.nodes, self.leaves = 2**depth - 1, 2**depth
             rows, lv = trees * self.nodes, trees * self.leaves

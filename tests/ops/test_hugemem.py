@@ -1,0 +1,44 @@
+import copy
+import gc
+import io
+
+import torch
+
+from liteffn import FastFeedForward
+from liteffn.ops import _hugemem
+
+HUGE = 2 << 20
+
+
+def test_large_tensors_are_2mib_aligned_and_small_ones_plain():
+    w = _hugemem.empty((4095, 768))
+    assert w.shape == (4095, 768) and w.dtype == torch.float32 and w.is_contiguous()
+    assert w.data_ptr() % HUGE == 0
+    small = _hugemem.empty((3, 5))
+    assert small.shape == (3, 5) and small.dtype == torch.float32
+
+
+def test_a_view_keeps_the_mapping_alive():
+    w = _hugemem.empty((_hugemem.MIN_BYTES // 4 // 64 + 1, 64))
+    w.copy_(torch.arange(w.numel(), dtype=torch.float32).view(w.shape))
+    tail = w[-2:]  # a view: the mapping must outlive the base tensor
+    expected = tail.clone()
+    del w
+    gc.collect()
+    _hugemem.empty((4096, 1024)).fill_(-1.0)  # new memory that must not land on the old mapping
+    assert torch.equal(tail, expected)
+
+
+def test_a_large_tree_keeps_its_huge_page_weights_through_load_copy_and_pickle():
+    ffn = FastFeedForward(768, depth=11).eval()
+    assert ffn.w_in.data_ptr() % HUGE == 0 and ffn.w_out.data_ptr() % HUGE == 0
+    other = FastFeedForward(768, depth=11)
+    other.load_state_dict(ffn.state_dict())  # in place: still on the aligned mapping
+    assert other.w_in.data_ptr() % HUGE == 0
+    x = torch.randn(3, 768)
+    assert torch.equal(other.eval()(x), ffn(x))
+    assert torch.equal(copy.deepcopy(ffn)(x), ffn(x))
+    buf = io.BytesIO()
+    torch.save(ffn.state_dict(), buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf)["w_out"], ffn.w_out.detach())
