@@ -16,6 +16,10 @@ def test_large_tensors_are_2mib_aligned_and_small_ones_plain():
     assert w.data_ptr() % HUGE == 0
     small = _hugemem.empty((3, 5))
     assert small.shape == (3, 5) and small.dtype == torch.float32
+    half = _hugemem.empty((1024, 1024), torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.data_ptr() % HUGE == 0
+    half.fill_(1.0)
+    assert float(half.float().sum()) == 1024 * 1024
 
 
 def test_a_view_keeps_the_mapping_alive():

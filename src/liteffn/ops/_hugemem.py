@@ -1,12 +1,12 @@
-"""Huge-page memory for large weights that kernels read at random rows.
+"""Huge-page memory for large tensors that kernels read at random rows.
 
-A FastFeedForward tree of depth 11 holds 25 MB that its eval kernel reads one 3 KiB row at a
-time: on 4 KiB pages nearly every row is a TLB miss, a two-dimensional page walk on a VM.
-PyTorch's allocator aligns a large tensor to 64 bytes, so only the 2 MiB-aligned interior of it
-can be collapsed into huge pages afterwards (``fff_advise_weights``); ``empty`` instead maps the
-whole tensor 2 MiB-aligned with the kernel's huge-page advice, so all of it is backed by huge
-pages once written. The mapping lives exactly as long as the tensor's storage (the storage holds
-the memoryview it was made from) and cannot be resized in place.
+LookupFFN's tables and a deep FastFeedForward tree's weights are read one row at a time at
+random: on 4 KiB pages nearly every row is a TLB miss (a two-dimensional page walk on a VM),
+with 2 MiB pages the whole tensor is TLB-resident. PyTorch aligns a large tensor to 64 bytes,
+so only its 2 MiB-aligned interior could be collapsed into huge pages afterwards; ``empty``
+instead maps the tensor 2 MiB-aligned with the kernel's huge-page advice. The mapping lives
+exactly as long as the tensor's storage (the storage holds the buffer it was made from), and
+such a tensor cannot be resized in place.
 
 Example::
 
@@ -23,18 +23,20 @@ import torch
 
 __all__ = ["MIN_BYTES", "empty"]
 
-MIN_BYTES = 8 << 20  # smaller tensors: plain torch.empty (a few pages, little to gain)
+MIN_BYTES = 2 << 20  # smaller tensors: plain torch.empty (within one huge page anyway)
 _ALIGN = 2 << 20
 
 
-def empty(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 CPU tensor of ``shape``; huge-page backed when large."""
-    nbytes = math.prod(shape) * 4
+def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised CPU tensor of ``shape``; huge-page backed and 2 MiB-aligned when it
+    has MIN_BYTES or more (plain ``torch.empty`` otherwise, or where madvise is missing)."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if nbytes < MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape)
+        return torch.empty(shape, dtype=dtype)
+    # private anonymous memory: shared mappings are shmem, which THP "madvise" mode skips
     mapping = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(OSError):  # a kernel without THP: ordinary pages, still correct
         mapping.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(memoryview(mapping), dtype=torch.uint8)  # keeps the mapping alive
+    raw = torch.frombuffer(mapping, dtype=torch.uint8)  # holds a reference to the mapping
     start = (-raw.data_ptr()) % _ALIGN
-    return raw[start : start + nbytes].view(torch.float32).view(shape)
+    return raw[start : start + nbytes].view(dtype).view(shape)

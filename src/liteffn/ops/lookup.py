@@ -8,20 +8,17 @@ sparse COO tensor over the touched rows); codes get no gradient.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import mmap
 import threading
 
 import torch
 
 from liteffn import ops
+from liteffn.ops import _hugemem
 from liteffn.ops._check import check_f32, check_tensor, threads
 
 __all__ = [
     "gather_accumulate",
     "gather_reference",
-    "hugepage_empty",
     "make_forward_plan",
     "pack_bh4",
     "pack_dense",
@@ -71,7 +68,7 @@ def _packed_scratch(h: int, nc: int, rows: int) -> torch.Tensor:
     shape = (h, nc, rows, TABLE_CHUNK)
     buf = getattr(_scratch, "packed", None)
     if buf is None or tuple(buf.shape) != shape:
-        buf = hugepage_empty(shape, torch.float32)
+        buf = _hugemem.empty(shape, torch.float32)
         _scratch.packed = buf
     return buf
 
@@ -119,7 +116,7 @@ class _GatherAccumulate(torch.autograd.Function):
             grad_rows = tables.new_zeros(uniq.numel(), d)  # (U, d)
             row_index = inv.contiguous()  # (n, h) int64 into grad_rows
         elif need_t:
-            grad_t = hugepage_empty(tuple(tables.shape), tables.dtype)  # zeroed by the kernel
+            grad_t = _hugemem.empty(tuple(tables.shape), tables.dtype)  # zeroed by the kernel
             grad_rows = grad_t
         if grad_s is not None or grad_rows is not None:
             ops.native().lookup_gather_backward(
@@ -181,29 +178,9 @@ def pack_tables(tables: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
     nc = -(-d // TABLE_CHUNK)
     padded = torch.nn.functional.pad(tables.detach(), (0, nc * TABLE_CHUNK - d))
     chunked = padded.reshape(h, rows, nc, TABLE_CHUNK).transpose(1, 2)  # (h, nc, rows, 64)
-    out = hugepage_empty((h, nc, rows, TABLE_CHUNK), dtype)
+    out = _hugemem.empty((h, nc, rows, TABLE_CHUNK), dtype)
     out.copy_(chunked)  # rounds to nearest even for bfloat16
     return out
-
-
-def hugepage_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor backed by 2 MiB-aligned memory advised for huge pages.
-
-    The tables are read at random rows; with 4 KiB pages almost every row is a TLB miss, with
-    2 MiB pages the whole table set is TLB-resident. Falls back to torch.empty where madvise
-    is unavailable. The tensor keeps its mapping alive.
-    """
-    align = 2 << 20
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes < align or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape, dtype=dtype)
-    # private anonymous memory: shared mappings are shmem, which THP "madvise" mode skips
-    region = mmap.mmap(-1, nbytes + align, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):  # a kernel without THP: ordinary pages
-        region.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(region, dtype=torch.uint8)  # holds a reference to `region`
-    start = (-raw.data_ptr()) % align
-    return raw[start : start + nbytes].view(dtype).view(shape)
 
 
 def make_forward_plan(
