@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 
 from liteffn import ops
-
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer, check_input
 from liteffn.layers.bh4 import BH4Projection
