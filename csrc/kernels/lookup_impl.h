@@ -7,6 +7,7 @@
 // its own flags (no ODR mixing of ISAs).
 #pragma once
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -39,6 +40,25 @@ inline void prefetch_row(const void* p, int64_t bytes) {  // into L2 (rows from 
 inline void prefetch_row_l1(const void* p, int64_t bytes) {  // into L1 (rows already in L2)
   const char* c = static_cast<const char*>(p);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
+// A big fresh output (a new tensor per call) is first touched by the gather's stores, 4 KiB page
+// by page; each first-touch fault is a trap into the (virtualised) kernel. Ask the kernel to
+// map a tile's output range writable in one call instead (Linux >= 5.14
+// MADV_POPULATE_WRITE: contents unchanged, pages that are mapped already are left alone;
+// elsewhere, or on failure, the stores fault as before).
+inline void populate_for_write(void* p, int64_t bytes) {
+#if defined(__linux__)
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, not in older libc headers
+  constexpr uintptr_t kPage = 4096;
+  if (bytes < (int64_t{1} << 20)) return;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+  const uintptr_t e = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes);
+  madvise(reinterpret_cast<void*>(b), e - b, kPopulateWrite);  // failure is harmless
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 // z (m, P) = project(x (m, d)); scratch xp, a, c each hold kProjTile * D floats (bh4 only).
@@ -234,12 +254,18 @@ void tile_codes(const float* z, int64_t ms, int64_t s, int64_t m, const LookupDi
                 float* scores) {
   const int64_t h = k.h;
   for (int64_t t = 0; t < ms; ++t) {
-    codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
     const int64_t tt = s + t;  // token within the tile
-    for (int64_t q = 0; q < h; ++q) {
-      const int64_t at = table_major ? ((q / kGroup) * m + tt) * kGroup + q % kGroup : tt * h + q;
-      codes[at] = table_major ? cbuf[q] * static_cast<int32_t>(kChunk) : cbuf[q];
-      scores[at] = sbuf[q];
+    if (!table_major) {  // (m, h): straight into the token's row
+      codes_scores<Ops>(z + t * k.P, k, e, codes + tt * h, scores + tt * h);
+      continue;
+    }
+    codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
+    for (int64_t g0 = 0; g0 < h; g0 += kGroup) {  // a group's kGroup slots are contiguous
+      const int64_t at = ((g0 / kGroup) * m + tt) * kGroup, gn = std::min(kGroup, h - g0);
+      for (int64_t g = 0; g < gn; ++g) {
+        codes[at + g] = cbuf[g0 + g] * static_cast<int32_t>(kChunk);
+        scores[at + g] = sbuf[g0 + g];
+      }
     }
   }
 }
@@ -302,6 +328,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
           for (int64_t s = 0; s < m; s += kProjTile)
             project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
                                pbias, true, w, tc.data(), ts.data());
+          populate_for_write(y + t0 * k.d, m * k.d * static_cast<int64_t>(sizeof(float)));
           gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
                            w.ybuf.data(), w.offs.data(), w.sbuf.data());
         }
