@@ -24,33 +24,55 @@ void check_tables(int64_t h, int64_t tau, int64_t d, const char* who) {
           std::string(who) + ": need d >= 1, h >= 1 and 1 <= tau <= 12");
 }
 
+// The weight arguments of the fused forward, validated once (liteffn.ops.lookup keeps the
+// tensors alive): the eval fast path then passes only x, n, y, order and threads per call.
+struct LookupPlan {
+  LookupDims k;
+  const float* wt = nullptr;
+  const float* pbias = nullptr;
+  const void* tables = nullptr;
+  bool tables_bf16 = false;
+  const float* bias = nullptr;
+
+  LookupPlan(int64_t d, int64_t h, int64_t tau, bool bh4, int64_t D, int64_t R, int64_t b,
+             uintptr_t wt_, uintptr_t pbias_, uintptr_t tables_, bool bf16, uintptr_t bias_) {
+    check_tables(h, tau, d, "lookup_forward");
+    k.d = d, k.h = h, k.tau = tau, k.P = h * tau, k.bh4 = bh4;
+    if (bh4) {
+      require(is_pow2(D) && D >= d && D < 2 * d + 1 && is_pow2(b) && D % b == 0 &&
+                  R == (k.P + D - 1) / D,
+              "lookup_forward: need D = next power of two >= d, b a power of two dividing D, "
+              "R = ceil(h * tau / D)");
+      k.D = D, k.R = R, k.b = b;
+    }
+    wt = reinterpret_cast<const float*>(wt_);
+    pbias = reinterpret_cast<const float*>(pbias_);
+    tables = reinterpret_cast<const void*>(tables_);
+    tables_bf16 = bf16;
+    bias = reinterpret_cast<const float*>(bias_);
+  }
+
+  // x (n, d) f32 -> y (n, d) f32.
+  void run(uintptr_t x, int64_t n, uintptr_t y, int order, int threads) const {
+    require(n >= 0 && order >= 0 && order <= 2, "lookup_forward: need n >= 0, order in 0..2");
+    if (n == 0) return;
+    const float* xp = reinterpret_cast<const float*>(x);
+    float* yp = reinterpret_cast<float*>(y);
+    if (use_avx512())
+      lookup_forward_avx512(xp, n, k, wt, pbias, tables, tables_bf16, bias, yp, order, threads);
+    else if (use_avx2())
+      lookup_forward_avx2(xp, n, k, wt, pbias, tables, tables_bf16, bias, yp, order, threads);
+    else lookup_forward_scalar(xp, n, k, wt, pbias, tables, tables_bf16, bias, yp, order, threads);
+  }
+};
+
 // x (n, d) f32 -> y (n, d) f32; wt/pbias/tables/bias as in kernels/lookup.h.
 void lookup_forward(uintptr_t x, int64_t n, int64_t d, int64_t h, int64_t tau, bool bh4,
                     int64_t D, int64_t R, int64_t b, uintptr_t wt, uintptr_t pbias,
                     uintptr_t tables, bool tables_bf16, uintptr_t bias, uintptr_t y, int order,
                     int threads) {
-  check_tables(h, tau, d, "lookup_forward");
-  require(n >= 0 && order >= 0 && order <= 2, "lookup_forward: need n >= 0, order in 0..2");
-  LookupDims k;
-  k.d = d, k.h = h, k.tau = tau, k.P = h * tau, k.bh4 = bh4;
-  if (bh4) {
-    require(is_pow2(D) && D >= d && D < 2 * d + 1 && is_pow2(b) && D % b == 0 &&
-                R == (k.P + D - 1) / D,
-            "lookup_forward: need D = next power of two >= d, b a power of two dividing D, "
-            "R = ceil(h * tau / D)");
-    k.D = D, k.R = R, k.b = b;
-  }
-  if (n == 0) return;
-  const float* xp = reinterpret_cast<const float*>(x);
-  const float* w = reinterpret_cast<const float*>(wt);
-  const float* pb = reinterpret_cast<const float*>(pbias);
-  const void* tb = reinterpret_cast<const void*>(tables);
-  const float* bs = reinterpret_cast<const float*>(bias);
-  float* yp = reinterpret_cast<float*>(y);
-  if (use_avx512())
-    lookup_forward_avx512(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
-  else if (use_avx2()) lookup_forward_avx2(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
-  else lookup_forward_scalar(xp, n, k, w, pb, tb, tables_bf16, bs, yp, order, threads);
+  LookupPlan(d, h, tau, bh4, D, R, b, wt, pbias, tables, tables_bf16, bias)
+      .run(x, n, y, order, threads);
 }
 
 // codes (n, h) i32, scores (n, h), tables (h, 2^tau, d), y (n, d); f64 runs the scalar path.
@@ -138,6 +160,17 @@ void lookup_gather_backward(uintptr_t g, uintptr_t codes, uintptr_t scores, uint
 }
 
 const Registrar reg("lookup", [](py::module_& m) {
+  py::class_<LookupPlan>(m, "LookupPlan",
+                         "The fused forward's checked weight arguments (see lookup_forward).")
+      .def(py::init<int64_t, int64_t, int64_t, bool, int64_t, int64_t, int64_t, uintptr_t,
+                    uintptr_t, uintptr_t, bool, uintptr_t>(),
+           py::arg("d"), py::arg("h"), py::arg("tau"), py::arg("bh4"), py::arg("D"),
+           py::arg("R"), py::arg("b"), py::arg("wt"), py::arg("pbias"), py::arg("tables"),
+           py::arg("tables_bf16"), py::arg("bias"))
+      .def_property_readonly("d", [](const LookupPlan& p) { return p.k.d; })
+      .def("run", &LookupPlan::run, py::arg("x"), py::arg("n"), py::arg("y"), py::arg("order"),
+           py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
+           "y (n, d) = the fused LookupFFN forward of x (n, d).");
   m.def("lookup_forward", &lookup_forward, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("h"),
         py::arg("tau"), py::arg("bh4"), py::arg("D"), py::arg("R"), py::arg("b"), py::arg("wt"),
         py::arg("pbias"), py::arg("tables"), py::arg("tables_bf16"), py::arg("bias"),

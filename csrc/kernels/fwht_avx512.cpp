@@ -1,8 +1,9 @@
-// AVX-512 FWHT: stages h = 1, 2, 4, 8 inside one 16-float register (swap partner + sign flip,
-// which computes exactly a + b and a + (-b) = a - b), then the stages h >= 16 as whole-register
-// butterflies, up to three stages per pass over the row (radix-8: 8 registers at stride h are
-// loaded, transformed by three stages and stored), with the scale fused into the last pass. Every
-// element sees the same additions in the same order as the scalar path: results are bit-identical.
+// AVX-512 FWHT: stages h = 1, 2, 4, 8 inside one 16-float register (swap partner, then one FMA
+// with a +-1 lane pattern, which computes exactly a + b and b * -1 + a = a - b), then the
+// stages h >= 16 as whole-register butterflies, up to three stages per pass over the row
+// (radix-8: 8 registers at stride h are loaded, transformed by three stages and stored), with
+// the scale fused into the last pass. Every element sees the same additions in the same order as
+// the scalar path: results are bit-identical.
 #include <immintrin.h>
 
 #include "common.h"
@@ -11,24 +12,25 @@
 namespace liteffn {
 namespace {
 
-inline __m512 flip(__m512 v, __m512 sign) { return _mm512_xor_ps(v, sign); }
-
+// Per stage, lane i holds +1 where it is the pair's first element (a + b) and -1 where it is
+// the second (a - b = b * -1 + a): one FMA with the swapped partner, exact (the product by +-1
+// is exact, so the FMA rounds once, as the add/sub of the scalar path does).
 struct Signs {
   __m512 s1, s2, s4, s8;
   Signs() {
-    const float m = -0.0f;
-    s1 = _mm512_setr_ps(0, m, 0, m, 0, m, 0, m, 0, m, 0, m, 0, m, 0, m);
-    s2 = _mm512_setr_ps(0, 0, m, m, 0, 0, m, m, 0, 0, m, m, 0, 0, m, m);
-    s4 = _mm512_setr_ps(0, 0, 0, 0, m, m, m, m, 0, 0, 0, 0, m, m, m, m);
-    s8 = _mm512_setr_ps(0, 0, 0, 0, 0, 0, 0, 0, m, m, m, m, m, m, m, m);
+    const float m = -1.0f;
+    s1 = _mm512_setr_ps(1, m, 1, m, 1, m, 1, m, 1, m, 1, m, 1, m, 1, m);
+    s2 = _mm512_setr_ps(1, 1, m, m, 1, 1, m, m, 1, 1, m, m, 1, 1, m, m);
+    s4 = _mm512_setr_ps(1, 1, 1, 1, m, m, m, m, 1, 1, 1, 1, m, m, m, m);
+    s8 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, m, m, m, m, m, m, m, m);
   }
 };
 
 inline __m512 stages_1_to_8(__m512 v, const Signs& s) {
-  v = _mm512_add_ps(_mm512_permute_ps(v, 0xB1), flip(v, s.s1));           // h = 1: neighbours
-  v = _mm512_add_ps(_mm512_permute_ps(v, 0x4E), flip(v, s.s2));           // h = 2: pairs
-  v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0xB1), flip(v, s.s4));     // h = 4: 128-bit lanes
-  v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0x4E), flip(v, s.s8));     // h = 8: 256-bit halves
+  v = _mm512_fmadd_ps(v, s.s1, _mm512_permute_ps(v, 0xB1));        // h = 1: neighbours
+  v = _mm512_fmadd_ps(v, s.s2, _mm512_permute_ps(v, 0x4E));        // h = 2: pairs
+  v = _mm512_fmadd_ps(v, s.s4, _mm512_shuffle_f32x4(v, v, 0xB1));  // h = 4: 128-bit lanes
+  v = _mm512_fmadd_ps(v, s.s8, _mm512_shuffle_f32x4(v, v, 0x4E));  // h = 8: 256-bit halves
   return v;
 }
 

@@ -129,12 +129,13 @@ struct Avx2Ops {
       y[j] = std::fma(s, v, y[j]);
     }
   }
-  // y (kChunk,) += sum_g s[g] * tables[offs[g] + j], j < kChunk; the sum stays in registers.
-  static void gather_chunk(float* y, const void* tables, bool bf16, const int64_t* offs,
-                           const float* s, int64_t G) {
+  // y (kChunk,) = init + sum_g s[g] * tables[offs[g] + j], j < kChunk (init may be y); the
+  // sum stays in registers.
+  static void gather_chunk(const float* init, float* y, const void* tables, bool bf16,
+                           const int64_t* offs, const float* s, int64_t G, bool stream) {
     static_assert(kChunk == 64, "8 registers of 8 floats");
     __m256 acc[8];
-    for (int u = 0; u < 8; ++u) acc[u] = _mm256_loadu_ps(y + 8 * u);
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_loadu_ps(init + 8 * u);
     if (bf16) {
       for (int64_t g = 0; g < G; ++g) {
         const __m256 sv = _mm256_set1_ps(s[g]);
@@ -149,8 +150,12 @@ struct Avx2Ops {
           acc[u] = _mm256_fmadd_ps(sv, _mm256_loadu_ps(row + 8 * u), acc[u]);
       }
     }
-    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(y + 8 * u, acc[u]);
+    if (stream)  // y 64-byte aligned, written once: non-temporal, no read-for-ownership
+      for (int u = 0; u < 8; ++u) _mm256_stream_ps(y + 8 * u, acc[u]);
+    else
+      for (int u = 0; u < 8; ++u) _mm256_storeu_ps(y + 8 * u, acc[u]);
   }
+  static void fence() { _mm_sfence(); }  // order the streaming stores before returning
   static float dot(const float* a, const float* b, int64_t d) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t j = 0;

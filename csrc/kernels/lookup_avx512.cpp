@@ -1,11 +1,13 @@
 // AVX-512 LookupFFN kernels: the AVX2 kernel's inner loops at 16 floats per register, with
 // masked loads and stores for column tails (any block size, any d) instead of scalar loops.
 //   gemm: 6 tokens x 64 outputs per register block (24 accumulators); one token splits K in two
-//         accumulator sets, so 8 FMA chains stay in flight.
+//         accumulator sets, so 8 FMA chains stay in flight, and prefetches B into L1 (at batch
+//         1 the block weights stream from L2).
 //   codes/scores: 16 tables per register (their tau coordinates gathered at stride tau), the
 //         polynomial exp in-lane; per table the same operations in the same order as the
 //         generic loop, so codes are exact.
-//   gather: a 64-column chunk is 4 registers; even and odd tables go to two accumulator sets.
+//   gather: a 64-column chunk is 4 registers; even and odd tables go to two accumulator sets;
+//         finished output chunks of big batches are stored non-temporally.
 #include <immintrin.h>
 
 #include <cmath>
@@ -23,6 +25,9 @@ inline __mmask16 tail_mask(int64_t left) {  // the first min(left, 16) lanes
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
+constexpr int64_t kGemmAhead = 16;  // B rows prefetched ahead when one token streams B (MR = 1;
+                                    // past row K it reaches the next block, which comes next)
+
 // Rows [0, MR) of C (MR, N) = A (MR, K) @ B (K, N): NV registers of 16 columns at a time, then
 // one (possibly masked) register at a time. KS = 2 splits K into even and odd halves with their
 // own accumulators (for MR = 1, where MR * NV chains alone cannot hide the FMA latency).
@@ -37,6 +42,11 @@ void gemm_rows(const float* A, int64_t lda, const float* B, int64_t ldb, float* 
         for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + KS <= K; k += KS) {
+      if (MR == 1)  // one token streams B once: fetch kGemmAhead rows ahead into L1
+        for (int s = 0; s < KS; ++s)
+          for (int v = 0; v < NV; ++v)
+            _mm_prefetch(reinterpret_cast<const char*>(B + (k + s + kGemmAhead) * ldb + j + 16 * v),
+                         _MM_HINT_T0);
       for (int s = 0; s < KS; ++s) {
         __m512 bv[NV];
         for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(B + (k + s) * ldb + j + 16 * v);
@@ -162,13 +172,14 @@ struct Avx512Ops {
                                                        _mm512_maskz_loadu_ps(mk, y + j)));
     }
   }
-  // y (kChunk,) += sum_g s[g] * tables[offs[g] + j], j < kChunk; the sum stays in registers
-  // (even g in one set of 4, odd g in another: 8 independent FMA chains).
-  static void gather_chunk(float* y, const void* tables, bool bf16, const int64_t* offs,
-                           const float* s, int64_t G) {
+  // y (kChunk,) = init + sum_g s[g] * tables[offs[g] + j], j < kChunk (init may be y); the
+  // sum stays in registers (even g in one set of 4, odd g in another: 8 independent FMA
+  // chains).
+  static void gather_chunk(const float* init, float* y, const void* tables, bool bf16,
+                           const int64_t* offs, const float* s, int64_t G, bool stream) {
     static_assert(kChunk == 64, "4 registers of 16 floats");
     __m512 a[4], b[4];
-    for (int u = 0; u < 4; ++u) a[u] = _mm512_loadu_ps(y + 16 * u), b[u] = _mm512_setzero_ps();
+    for (int u = 0; u < 4; ++u) a[u] = _mm512_loadu_ps(init + 16 * u), b[u] = _mm512_setzero_ps();
     int64_t g = 0;
     if (bf16) {
       const uint16_t* base = static_cast<const uint16_t*>(tables);
@@ -200,8 +211,12 @@ struct Avx512Ops {
           a[u] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(base + offs[g] + 16 * u), a[u]);
       }
     }
-    for (int u = 0; u < 4; ++u) _mm512_storeu_ps(y + 16 * u, _mm512_add_ps(a[u], b[u]));
+    if (stream)  // y 64-byte aligned, written once: non-temporal, no read-for-ownership
+      for (int u = 0; u < 4; ++u) _mm512_stream_ps(y + 16 * u, _mm512_add_ps(a[u], b[u]));
+    else
+      for (int u = 0; u < 4; ++u) _mm512_storeu_ps(y + 16 * u, _mm512_add_ps(a[u], b[u]));
   }
+  static void fence() { _mm_sfence(); }  // order the streaming stores before returning
   static float dot(const float* a, const float* b, int64_t d) {
     __m512 acc[4];
     for (auto& v : acc) v = _mm512_setzero_ps();

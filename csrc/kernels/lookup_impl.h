@@ -7,6 +7,7 @@
 // its own flags (no ODR mixing of ISAs).
 #pragma once
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,14 +27,38 @@ constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
 constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
                                            // thread takes whole tiles (else they share each)
-constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched this many tokens ahead
+constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched (from L2 into L1)
+                                           // this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
 
-inline void prefetch_row(const void* p, int64_t bytes) {
+inline void prefetch_row(const void* p, int64_t bytes) {  // into L2 (rows from DRAM)
   const char* c = static_cast<const char*>(p);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 1);
+}
+inline void prefetch_row_l1(const void* p, int64_t bytes) {  // into L1 (rows already in L2)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
+// A big fresh output (a new tensor per call) is first touched by the gather's stores, 4 KiB page
+// by page; each first-touch fault is a trap into the (virtualised) kernel. Ask the kernel to
+// map a tile's output range writable in one call instead (Linux >= 5.14
+// MADV_POPULATE_WRITE: contents unchanged, pages that are mapped already are left alone;
+// elsewhere, or on failure, the stores fault as before).
+inline void populate_for_write(void* p, int64_t bytes) {
+#if defined(__linux__)
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, not in older libc headers
+  constexpr uintptr_t kPage = 4096;
+  if (bytes < (int64_t{1} << 20)) return;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+  const uintptr_t e = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes);
+  madvise(reinterpret_cast<void*>(b), e - b, kPopulateWrite);  // failure is harmless
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 // z (m, P) = project(x (m, d)); scratch xp, a, c each hold kProjTile * D floats (bh4 only).
@@ -49,12 +74,16 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
   }
   const int64_t D = k.D, b = k.b, nb = D / b;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  for (int64_t t = 0; t < m; ++t) {  // xp (m, D): x zero-padded to the power of two
-    std::memcpy(xp + t * D, x + t * d, sizeof(float) * d);
-    std::fill(xp + t * D + d, xp + (t + 1) * D, 0.0f);
+  const float* x0 = x;  // (m, D) rows: x itself when d is the power of two, else xp
+  if (d != D) {
+    for (int64_t t = 0; t < m; ++t) {  // xp (m, D): x zero-padded to the power of two
+      std::memcpy(xp + t * D, x + t * d, sizeof(float) * d);
+      std::fill(xp + t * D + d, xp + (t + 1) * D, 0.0f);
+    }
+    x0 = xp;
   }
   for (int64_t r = 0; r < k.R; ++r) {
-    const float* src = xp;
+    const float* src = x0;
     for (int64_t s = 0; s < 4; ++s) {
       float* dst = (s % 2 == 0) ? a : c;
       const float* w = wt + (r * 4 + s) * nb * b * b;  // (nb, b_in, b_out) of this stage
@@ -66,7 +95,7 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
     const int64_t p0 = r * D, p1 = std::min(P, p0 + D);  // this repeat's slice of z
     for (int64_t t = 0; t < m; ++t)
       for (int64_t p = p0; p < p1; ++p)
-        z[t * P + p] = (0.7f * src[t * D + p - p0] + 0.3f * xp[t * D + p - p0]) + pbias[p];
+        z[t * P + p] = (0.7f * src[t * D + p - p0] + 0.3f * x0[t * D + p - p0]) + pbias[p];
   }
 }
 
@@ -101,6 +130,29 @@ void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes,
   }
 }
 
+// Table-major: streams the next (chunk, group) slice -- gn tables' contiguous blocks of
+// rows * kChunk values -- into L2 a few lines per token of the current one, in address order
+// (the hardware prefetchers follow sequential lines; the tokens' own reads are random and
+// would fetch the slice from DRAM one latency-bound line at a time).
+struct SliceStream {
+  const char* block[kGroup] = {};
+  int64_t blocks = 0, block_bytes = 0, b = 0, off = 0, per_token = 0;
+  void start(const char* base, int64_t c, int64_t g0, int64_t h, int64_t nc,
+             int64_t chunk_bytes, int64_t m) {
+    blocks = std::min(kGroup, h - g0), block_bytes = chunk_bytes, b = 0, off = 0;
+    for (int64_t g = 0; g < blocks; ++g) block[g] = base + ((g0 + g) * nc + c) * chunk_bytes;
+    const int64_t lines = blocks * block_bytes / 64;
+    per_token = (lines + m - 1) / m + 1;  // done a little before the current slice is
+  }
+  void stop() { blocks = 0; }
+  void step() {
+    for (int64_t i = 0; i < per_token && b < blocks; ++i) {
+      __builtin_prefetch(block[b] + off, 0, 1);
+      if ((off += 64) >= block_bytes) off = 0, ++b;
+    }
+  }
+};
+
 // y (m, d) = bias + sum_k scores * tables[k, codes]; tables packed chunk-major
 // (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one contiguous block of
 // rows * kChunk values, a row's chunk is kChunk contiguous values.
@@ -127,30 +179,47 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
   const char* base = static_cast<const char*>(tables);
   if (table_major) {
     int64_t chunk_base[kGroup];
+    const int64_t chunk_bytes = chunk_stride * esize;  // one table's block of a chunk
+    // output rows 64-byte aligned (y aligned, d % 16 == 0): stream the finished chunks
+    const bool stream = reinterpret_cast<uintptr_t>(y) % 64 == 0 && d % 16 == 0;
+    SliceStream next;
     for (int64_t c = c_begin; c < std::min(nc, c_end); ++c) {
       const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
-      for (int64_t t = 0; t < m; ++t) {
-        std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
-        std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
-      }
+      // a full chunk starts its sums from the bias and stores the last group's straight into
+      // y; the short last chunk (d % kChunk columns) goes through ybuf, zero-padded
+      const bool full = len == kChunk;
+      if (!full)
+        for (int64_t t = 0; t < m; ++t) {
+          std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
+          std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
+        }
       for (int64_t g0 = 0, grp = 0; g0 < h; g0 += kGroup, ++grp) {
         const int64_t gn = std::min(kGroup, h - g0);
+        const bool first = full && g0 == 0, last = full && g0 + kGroup >= h;
+        if (g0 + kGroup < h) next.start(base, c, g0 + kGroup, h, nc, chunk_bytes, m);
+        else if (c + 1 < std::min(nc, c_end)) next.start(base, c + 1, 0, h, nc, chunk_bytes, m);
+        else next.stop();
         for (int64_t g = 0; g < gn; ++g) chunk_base[g] = ((g0 + g) * nc + c) * chunk_stride;
         const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
         const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
         for (int64_t t = 0; t < m; ++t) {
-          if (t + kTableMajorAhead < m)  // a later token's rows: hide the L2/L3 latency
+          if (t + kTableMajorAhead < m)  // a later token's rows (in L2): hide the L2 latency
             for (int64_t g = 0; g < gn; ++g)
-              prefetch_row(
+              prefetch_row_l1(
                   base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
                   kChunk * esize);
+          next.step();
           for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
-          Ops::gather_chunk(ybuf + t * kChunk, tables, bf16, offs, rs + t * kGroup, gn);
+          float* acc = ybuf + t * kChunk;  // this token's partial sum of the chunk
+          Ops::gather_chunk(first ? bias + c0 : acc, last ? y + t * d + c0 : acc, tables, bf16,
+                            offs, rs + t * kGroup, gn, last && stream);
         }
       }
-      for (int64_t t = 0; t < m; ++t)
-        std::memcpy(y + t * d + c0, ybuf + t * kChunk, sizeof(float) * len);
+      if (!full)
+        for (int64_t t = 0; t < m; ++t)
+          std::memcpy(y + t * d + c0, ybuf + t * kChunk, sizeof(float) * len);
     }
+    if (stream) Ops::fence();
     return;
   }
   for (int64_t t = 0; t < m; ++t) {
@@ -164,10 +233,14 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
       if (c + 1 < nc)
         for (int64_t q = 0; q < h; ++q)
           prefetch_row(base + (offs[q] + (c + 1) * chunk_stride) * esize, kChunk * esize);
-      std::memcpy(ybuf, bias + c0, sizeof(float) * len);
-      std::fill(ybuf + len, ybuf + kChunk, 0.0f);
-      Ops::gather_chunk(ybuf, tables, bf16, offs, s, h);
-      std::memcpy(y + t * d + c0, ybuf, sizeof(float) * len);
+      if (len == kChunk) {  // bias + the h rows straight into y
+        Ops::gather_chunk(bias + c0, y + t * d + c0, tables, bf16, offs, s, h, false);
+      } else {  // the short last chunk: through ybuf, zero-padded
+        std::memcpy(ybuf, bias + c0, sizeof(float) * len);
+        std::fill(ybuf + len, ybuf + kChunk, 0.0f);
+        Ops::gather_chunk(ybuf, ybuf, tables, bf16, offs, s, h, false);
+        std::memcpy(y + t * d + c0, ybuf, sizeof(float) * len);
+      }
       for (int64_t q = 0; q < h; ++q) offs[q] += chunk_stride;
     }
   }
@@ -181,12 +254,18 @@ void tile_codes(const float* z, int64_t ms, int64_t s, int64_t m, const LookupDi
                 float* scores) {
   const int64_t h = k.h;
   for (int64_t t = 0; t < ms; ++t) {
-    codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
     const int64_t tt = s + t;  // token within the tile
-    for (int64_t q = 0; q < h; ++q) {
-      const int64_t at = table_major ? ((q / kGroup) * m + tt) * kGroup + q % kGroup : tt * h + q;
-      codes[at] = table_major ? cbuf[q] * static_cast<int32_t>(kChunk) : cbuf[q];
-      scores[at] = sbuf[q];
+    if (!table_major) {  // (m, h): straight into the token's row
+      codes_scores<Ops>(z + t * k.P, k, e, codes + tt * h, scores + tt * h);
+      continue;
+    }
+    codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
+    for (int64_t g0 = 0; g0 < h; g0 += kGroup) {  // a group's kGroup slots are contiguous
+      const int64_t at = ((g0 / kGroup) * m + tt) * kGroup, gn = std::min(kGroup, h - g0);
+      for (int64_t g = 0; g < gn; ++g) {
+        codes[at + g] = cbuf[g0 + g] * static_cast<int32_t>(kChunk);
+        scores[at + g] = sbuf[g0 + g];
+      }
     }
   }
 }
@@ -249,6 +328,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
           for (int64_t s = 0; s < m; s += kProjTile)
             project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
                                pbias, true, w, tc.data(), ts.data());
+          populate_for_write(y + t0 * k.d, m * k.d * static_cast<int64_t>(sizeof(float)));
           gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
                            w.ybuf.data(), w.offs.data(), w.sbuf.data());
         }
@@ -283,7 +363,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
   }
   threads = clamp_threads(threads, (n + kProjTile - 1) / kProjTile);
   const int64_t tiles = (n + kProjTile - 1) / kProjTile, pm = std::min(kProjTile, n);
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)  // batch 1: no OpenMP team
   {
     ForwardScratch w(k, pm, kChunk);  // sized for at most pm tokens (batch 1: 1)
     std::vector<float> scores(pm * h);

@@ -44,14 +44,17 @@ struct ScalarOps {
     std::memcpy(&f, &bits, sizeof f);
     return f;
   }
-  // y (kChunk,) += sum_g s[g] * tables[offs[g] + j], j < kChunk (one chunk of G rows).
-  static void gather_chunk(float* y, const void* tables, bool bf16, const int64_t* offs,
-                           const float* s, int64_t G) {
+  // y (kChunk,) = init + sum_g s[g] * tables[offs[g] + j], j < kChunk (one chunk of G rows;
+  // init may be y).
+  static void gather_chunk(const float* init, float* y, const void* tables, bool bf16,
+                           const int64_t* offs, const float* s, int64_t G, bool /*stream*/) {
+    if (init != y) std::memcpy(y, init, sizeof(float) * kChunk);
     for (int64_t g = 0; g < G; ++g) {
       if (bf16) axpy_bf16(y, s[g], static_cast<const uint16_t*>(tables) + offs[g], kChunk);
       else axpy(y, s[g], static_cast<const float*>(tables) + offs[g], kChunk);
     }
   }
+  static void fence() {}  // plain stores only
   template <typename T>
   static T dot(const T* a, const T* b, int64_t d) {
     T s = 0;

@@ -12,6 +12,7 @@ coordinates are rejected per token; nothing else about the inputs is constrained
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -330,3 +331,72 @@ def test_native_wrappers_check_their_arguments():
         )  # fmt: skip
     with pytest.raises(ValueError):  # the binding validates sizes too
         ops.native().lookup_forward(0, 1, 16, 4, 13, False, 0, 0, 0, 0, 0, 0, False, 0, 0, 0, 1)
+
+
+def test_output_rows_not_64_byte_aligned(isa):
+    # the table-major loop streams finished chunks into 64-byte-aligned y only; an output at an
+    # odd float offset takes the plain stores (both loop orders, d on and off the 16 grid)
+    for d in (128, 96, 130):
+        layer = make(d, 12, 5)
+        x = safe_tokens(layer, 70)
+        plan = layer._plan()
+        for order in (1, 2):
+            buf = torch.full((70 * d + 1,), float("nan"))
+            y = buf[1:].view(70, d)  # 4 bytes past an aligned address
+            plan.run(x.data_ptr(), 70, y.data_ptr(), order, torch.get_num_threads())
+            assert_kernel_close(y, layer.reference(x), what=f"d={d} order={order}")
+            assert torch.isnan(buf[0])  # nothing written before y
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_single_token_every_loop_order(isa, threads):
+    # batch 1: the one-token GEMM (B prefetched ahead), no OpenMP team at one thread
+    layer = make(512, 128, 8)
+    x = safe_tokens(layer, 3)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for i in range(3):
+            xi = x[i : i + 1]
+            for order in (1, 2):
+                got = layer._native_forward(xi, order)
+                assert_kernel_close(got, layer.reference(xi), what=f"token {i} order={order}")
+            assert_kernel_close(layer(xi), layer.reference(xi))
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_nan_inputs_every_loop_order(isa):
+    layer = make(64, 16, 6)
+    x = safe_tokens(layer, 9)
+    x[4, 5] = float("nan")
+    ref = layer.reference(x)
+    for order in (1, 2):
+        y = layer._native_forward(x, order)
+        assert torch.isnan(y[4]).all()
+        keep = [i for i in range(9) if i != 4]
+        assert_kernel_close(y[keep], ref[keep], what=f"order={order}")
+
+
+def test_eval_fast_path_keeps_hooks_copies_and_pickles():
+    layer = make(48, 8, 4)
+    x = safe_tokens(layer, 6)
+    expected = layer(x)  # builds the native plan
+    seen = []
+    handle = layer.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    assert_kernel_close(layer(x), expected)
+    assert seen == [x.shape]  # a hook sends the call through nn.Module's dispatch
+    handle.remove()
+    clone = copy.deepcopy(layer)  # the plan (raw addresses) is not copied: re-packed on use
+    assert clone._packed is None
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    del layer
+    assert_kernel_close(clone(x), expected)
+    assert_kernel_close(loaded(x), expected)
+    with torch.no_grad():
+        clone.tables.add_(1.0)  # an in-place update of the copy re-packs the copy only
+    assert not torch.equal(clone(x), expected)
+    assert_kernel_close(loaded(x), expected)

@@ -9,17 +9,19 @@ the gathered rows do, so the same formula trains and infers.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_mod
 
+from liteffn import ops
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer, check_input
 from liteffn.layers.bh4 import BH4Projection
 from liteffn.ops import lookup as lookup_ops
 
 __all__ = ["LookupFFN", "codes_and_scores"]
+
+_F32 = torch.float32
 
 
 def codes_and_scores(z: torch.Tensor, num_tables: int, table_bits: int):
@@ -126,57 +128,116 @@ class LookupFFN(FFNLayer):
 
     # -- the fused kernel -------------------------------------------------------------------
 
-    def _plan(self) -> tuple:
-        """The native call's weight arguments, re-packed when a parameter changed."""
+    def _plan(self):
+        """The native plan (``LookupPlan``) of the weights, re-packed when a parameter changed."""
         # plain dict reads: nn.Module.__getattr__ costs microseconds, and this runs every call
         own, proj = self._parameters, self._modules["proj"]._parameters
         w = proj["blocks" if self.projection == "bh4" else "weight"]
         pb, tables, bias = proj["bias"], own["tables"], own["bias"]
-        key = (w.data_ptr(), pb.data_ptr(), tables.data_ptr(), bias.data_ptr(), self.table_dtype)
-        # in-place updates (optimizer steps, load_state_dict) bump the version counters;
-        # inference-mode tensors have none (RuntimeError)
-        with contextlib.suppress(RuntimeError):
-            key += (w._version, pb._version, tables._version, bias._version)
-        if self._packed is None or self._packed[0] != key:
-            with torch.no_grad():
-                bh4 = self.projection == "bh4"
-                keep = (
-                    lookup_ops.pack_bh4(w) if bh4 else lookup_ops.pack_dense(w),
-                    pb.detach().float().contiguous(),
-                    lookup_ops.pack_tables(tables, self.table_dtype),
-                    bias.detach().float().contiguous(),
-                )
-                plan = lookup_ops.make_forward_plan(
-                    d_model=self.d_model,
-                    num_tables=self.num_tables,
-                    table_bits=self.table_bits,
-                    bh4=bh4,
-                    padded=self.proj.padded if bh4 else 0,
-                    repeats=self.proj.repeats if bh4 else 0,
-                    block_size=self.block_size,
-                    wt=keep[0],
-                    pbias=keep[1],
-                    tables=keep[2],
-                    bias=keep[3],
-                )
-                self._packed = (key, plan, keep)
-        return self._packed[1]
+        # in-place updates (optimizer steps, load_state_dict) bump the version counters, new
+        # storage (.to(), .data = ...) changes the pointers; set_table_dtype clears _packed
+        try:
+            key = (
+                w.data_ptr(), w._version, pb.data_ptr(), pb._version,
+                tables.data_ptr(), tables._version, bias.data_ptr(), bias._version,
+            )  # fmt: skip
+        except RuntimeError:  # inference-mode tensors have no version counter
+            key = (w.data_ptr(), pb.data_ptr(), tables.data_ptr(), bias.data_ptr())
+        packed = self._packed
+        if packed is not None and packed[0] == key:
+            return packed[1]
+        with torch.no_grad():
+            bh4 = self.projection == "bh4"
+            keep = (
+                lookup_ops.pack_bh4(w) if bh4 else lookup_ops.pack_dense(w),
+                pb.detach().float().contiguous(),
+                lookup_ops.pack_tables(tables, self.table_dtype),
+                bias.detach().float().contiguous(),
+            )
+            plan = lookup_ops.make_forward_plan(
+                d_model=self.d_model,
+                num_tables=self.num_tables,
+                table_bits=self.table_bits,
+                bh4=bh4,
+                padded=self.proj.padded if bh4 else 0,
+                repeats=self.proj.repeats if bh4 else 0,
+                block_size=self.block_size,
+                wt=keep[0],
+                pbias=keep[1],
+                tables=keep[2],
+                bias=keep[3],
+            )
+        self._packed = (key, plan, keep)
+        return plan
 
     def _native_forward(self, x2: torch.Tensor, order: int = 0) -> torch.Tensor:
         return lookup_ops.run_forward(self._plan(), x2, order)
 
+    def __getstate__(self) -> dict:
+        # copies and pickles re-pack on their first eval call (the native plan holds addresses)
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
+    # -- eval fast path ---------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        # At batch 1 the kernel takes ~50 µs and nn.Module's dispatch plus the generic checks
+        # (run after the kernel has streamed ~1 MB through the caches, so they run cold) cost
+        # ~20 more: eval calls without hooks, tracing or compilation go straight to the kernel
+        # (as FastFeedForward). Everything else takes nn.Module's own dispatch.
+        if (
+            not self.training
+            and len(args) == 1
+            and not kwargs
+            and not (
+                self._forward_hooks
+                or self._forward_pre_hooks
+                or self._backward_hooks
+                or self._backward_pre_hooks
+                or _module_mod._global_forward_hooks
+                or _module_mod._global_forward_pre_hooks
+                or _module_mod._global_backward_hooks
+                or _module_mod._global_backward_pre_hooks
+                or self._compiled_call_impl is not None
+                or torch._C._get_tracing_state()
+            )
+        ):
+            y = self._fast_eval(args[0])
+            if y is not None:
+                return y
+        return super().__call__(*args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-            return super().forward(x)
-        check_input(x, self.d_model, "LookupFFN")
-        if not self._use_native(x):
-            return super().forward(x)
-        # the eval fast path: a contiguous (N, d_model) input goes to the kernel as it is
-        # (reshape costs microseconds, a batch-1 call ~60)
-        if x.dim() == 2 and x.is_contiguous():
-            return lookup_ops.run_forward(self._plan(), x)
-        x2 = x.reshape(-1, self.d_model).contiguous()  # (N, d_model)
-        return lookup_ops.run_forward(self._plan(), x2).reshape(x.shape)
+        if not self.training:
+            y = self._fast_eval(x)
+            if y is not None:
+                return y
+            if isinstance(x, torch.Tensor) and x.dtype == _F32:
+                check_input(x, self.d_model, "LookupFFN")
+                if self._use_native(x):  # e.g. a non-contiguous input: the kernel on a copy
+                    x2 = x.reshape(-1, self.d_model).contiguous()  # (N, d_model)
+                    return lookup_ops.run_forward(self._plan(), x2).reshape(x.shape)
+        return super().forward(x)
+
+    def _fast_eval(self, x) -> torch.Tensor | None:
+        """Eval through the kernel with a handful of cheap checks, or None when anything is
+        unusual (dtype, device, shape, layout, grad, build missing); forward handles those."""
+        if ops._native is None or type(x) is not torch.Tensor:
+            return None
+        if not (
+            x.dtype is _F32
+            and x.is_cpu
+            and x.dim() >= 1
+            and x.shape[-1] == self.d_model
+            and x.is_contiguous()
+            and not (x.requires_grad and torch.is_grad_enabled())
+        ):
+            return None
+        plan = self._plan()
+        y = torch.empty_like(x)  # (..., d_model) contiguous: the kernel's (N, d_model) rows
+        plan.run(x.data_ptr(), x.numel() // self.d_model, y.data_ptr(), 0, torch.get_num_threads())
+        return y
 
     # -- accounting -------------------------------------------------------------------------
 

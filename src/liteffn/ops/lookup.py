@@ -196,8 +196,8 @@ def make_forward_plan(
     pbias: torch.Tensor,
     tables: torch.Tensor,
     bias: torch.Tensor,
-) -> tuple:
-    """Check the packed weights once; return the native call's weight arguments.
+):
+    """Check the packed weights once; return the native plan (``LookupPlan``) holding them.
 
     ``wt`` is the packed projection (``pack_dense`` / ``pack_bh4``), ``tables`` the packed
     tables (``pack_tables``), float32 or bfloat16. The caller keeps the tensors alive.
@@ -215,22 +215,22 @@ def make_forward_plan(
         raise TypeError(f"lookup_forward: tables: expected float32 or bfloat16, got {tables.dtype}")
     nc = -(-d // TABLE_CHUNK)
     check_tensor("lookup_forward: tables", tables, tables.dtype, (h, nc, 1 << tau, TABLE_CHUNK))
-    return (
+    return ops.native().LookupPlan(
         d, h, tau, bh4, padded, repeats, block_size, wt.data_ptr(), pbias.data_ptr(),
         tables.data_ptr(), tables.dtype == torch.bfloat16, bias.data_ptr(),
     )  # fmt: skip
 
 
-def run_forward(plan: tuple, x: torch.Tensor, order: int = 0) -> torch.Tensor:
+def run_forward(plan, x: torch.Tensor, order: int = 0) -> torch.Tensor:
     """Fused native LookupFFN inference of x (N, d) float32 contiguous with a checked plan.
 
     ``order``: 0 picks the gather loop order by batch size, 1 forces token-major, 2
     table-major (for tests).
     """
-    d = plan[0]
+    d = plan.d
     if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != d or not x.is_contiguous():
         check_f32("lookup_forward: x", x)
         raise ValueError(f"lookup_forward: expected x (N, {d}), got shape {tuple(x.shape)}")
     y = torch.empty_like(x)
-    ops.native().lookup_forward(x.data_ptr(), x.shape[0], *plan, y.data_ptr(), order, threads())
+    plan.run(x.data_ptr(), x.shape[0], y.data_ptr(), order, threads())
     return y
