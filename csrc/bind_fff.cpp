@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common.h"
+#include "eval_call.h"
 #include "kernels/fff.h"
 
 namespace py = pybind11;
@@ -83,67 +84,35 @@ void fff_forward(uintptr_t x, uintptr_t w_in, uintptr_t b_in, uintptr_t w_out, u
   run_fff(a, threads);
 }
 
-// FastFeedForward's eval call with every per-call check in C (the Python version of these
-// checks costs ~2 µs, as much as the batch-1 kernel): built by the layer from its validated
-// weights, called as eval(x); returns y, or None when x or the weights are not what it was
-// built for (the layer then takes its checked Python path, which re-validates and rebuilds).
-// Checks: x is exactly torch.Tensor, float32, on the CPU, needs no grad, 1-D or more with the
-// last dimension d and contiguous; each weight is still the module's Parameter object of that
-// name and its data pointer is unchanged (in-place updates keep it; .data = ... or .to() do
-// not). The GIL is released while the kernel runs.
+// FastFeedForward's eval call with the per-call checks in C (eval_call.h): built by the layer
+// from its validated weights, called as eval(x); returns y, or None when x is not a plain input
+// (plain_input) or a weight is no longer the Parameter object, or at the data pointer, it was
+// built with (the layer then takes its checked Python path, which re-validates and rebuilds).
+// In-place weight updates keep the pointer: the kernel reads the parameters themselves.
 class FFFEval {
  public:
-  FFFEval(py::dict params, int64_t d, int depth, int trees, py::object tensor_type,
-          py::object float32, py::object empty_like, py::object grad_enabled,
-          py::object num_threads)
-      : params_(std::move(params)), d_(d), depth_(depth), trees_(trees),
-        tensor_type_(std::move(tensor_type)), float32_(std::move(float32)),
-        empty_like_(std::move(empty_like)), grad_enabled_(std::move(grad_enabled)),
-        num_threads_(std::move(num_threads)) {
+  FFFEval(py::dict params, int64_t d, int depth, int trees, TorchRefs torch_refs)
+      : d_(d), depth_(depth), trees_(trees), torch_(std::move(torch_refs)) {
     if (d < 1 || depth < 0 || depth > 30 || trees < 1)
       throw std::invalid_argument("FFFEval: need d >= 1, 0 <= depth <= 30, trees >= 1");
-    const char* names[4] = {"w_in", "b_in", "w_out", "b_out"};
-    for (int i = 0; i < 4; ++i) {
-      names_[i] = py::str(names[i]);
-      PyObject* w = PyDict_GetItem(params_.ptr(), names_[i].ptr());  // borrowed
-      if (!w) throw std::invalid_argument(std::string("FFFEval: no parameter ") + names[i]);
-      weights_[i] = py::reinterpret_borrow<py::object>(w);
-      ptrs_[i] = w == Py_None ? 0 : data_ptr(w);
-      if (i != 3 && !ptrs_[i]) throw std::invalid_argument("FFFEval: null weight address");
-    }
+    for (const char* name : {"w_in", "b_in", "w_out", "b_out"})
+      weights_.add(params, name, /*track_version=*/false);
+    if (!weights_.ptr(0) || !weights_.ptr(1) || !weights_.ptr(2))
+      throw std::invalid_argument("FFFEval: null weight address");
   }
 
   py::object operator()(py::handle xh) const {
     PyObject* x = xh.ptr();
-    if (reinterpret_cast<PyObject*>(Py_TYPE(x)) != tensor_type_.ptr()) return py::none();
-    const Names& s = names();
-    if (!attr_is(x, s.dtype, float32_.ptr()) || !attr_is(x, s.is_cpu, Py_True)) return py::none();
-    if (attr_is(x, s.requires_grad, Py_True) && returns(grad_enabled_.ptr(), Py_True))
-      return py::none();
-    for (int i = 0; i < 4; ++i) {
-      PyObject* w = PyDict_GetItem(params_.ptr(), names_[i].ptr());  // borrowed
-      if (w != weights_[i].ptr() || (w != Py_None && data_ptr(w) != ptrs_[i])) return py::none();
-    }
-    // x.shape: (..., d), at least 1-D; n = numel / d
-    py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttr(x, s.shape));
-    if (!shape) throw py::error_already_set();
-    const Py_ssize_t dims = PyTuple_Size(shape.ptr());
-    if (dims < 1 || PyLong_AsLongLong(PyTuple_GET_ITEM(shape.ptr(), dims - 1)) != d_)
-      return py::none();
-    int64_t n = 1;
-    for (Py_ssize_t i = 0; i + 1 < dims; ++i) n *= PyLong_AsLongLong(PyTuple_GET_ITEM(shape.ptr(), i));
-    if (!call_is(x, s.is_contiguous, Py_True)) return py::none();
-    py::object y = py::reinterpret_steal<py::object>(PyObject_CallOneArg(empty_like_.ptr(), x));
-    if (!y) throw py::error_already_set();
-    py::object nt = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(num_threads_.ptr()));
-    if (!nt) throw py::error_already_set();
-    const int threads = static_cast<int>(PyLong_AsLong(nt.ptr()));
-    const FFFArgs a{reinterpret_cast<const float*>(data_ptr(x)),
-                    reinterpret_cast<const float*>(ptrs_[0]),
-                    reinterpret_cast<const float*>(ptrs_[1]),
-                    reinterpret_cast<const float*>(ptrs_[2]),
-                    reinterpret_cast<const float*>(ptrs_[3]),
-                    reinterpret_cast<float*>(data_ptr(y.ptr())),
+    int64_t n = 0;
+    if (!plain_input(x, torch_, d_, &n) || !weights_.unchanged()) return py::none();
+    py::object y = new_output(x, torch_);
+    const int threads = torch_threads(torch_);
+    const FFFArgs a{reinterpret_cast<const float*>(evalcall::data_ptr(x)),
+                    reinterpret_cast<const float*>(weights_.ptr(0)),
+                    reinterpret_cast<const float*>(weights_.ptr(1)),
+                    reinterpret_cast<const float*>(weights_.ptr(2)),
+                    reinterpret_cast<const float*>(weights_.ptr(3)),
+                    reinterpret_cast<float*>(evalcall::data_ptr(y.ptr())),
                     nullptr,
                     nullptr,
                     n,
@@ -158,56 +127,13 @@ class FFFEval {
     return y;
   }
 
- private:
-  // attribute and method names, interned once (a C-string lookup builds a str every call)
-  struct Names {
-    PyObject *dtype, *is_cpu, *requires_grad, *shape, *is_contiguous, *data_ptr;
-  };
-  static const Names& names() {
-    static const Names n{PyUnicode_InternFromString("dtype"),
-                         PyUnicode_InternFromString("is_cpu"),
-                         PyUnicode_InternFromString("requires_grad"),
-                         PyUnicode_InternFromString("shape"),
-                         PyUnicode_InternFromString("is_contiguous"),
-                         PyUnicode_InternFromString("data_ptr")};
-    return n;
-  }
-  static uintptr_t data_ptr(PyObject* t) {
-    PyObject* r = PyObject_CallMethodNoArgs(t, names().data_ptr);
-    if (!r) throw py::error_already_set();
-    const auto p = static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(r));
-    Py_DECREF(r);
-    return p;
-  }
-  static bool attr_is(PyObject* o, PyObject* name, PyObject* want) {
-    PyObject* v = PyObject_GetAttr(o, name);
-    if (!v) throw py::error_already_set();
-    const bool same = v == want;
-    Py_DECREF(v);
-    return same;
-  }
-  static bool call_is(PyObject* o, PyObject* name, PyObject* want) {
-    PyObject* v = PyObject_CallMethodNoArgs(o, name);
-    if (!v) throw py::error_already_set();
-    const bool same = v == want;
-    Py_DECREF(v);
-    return same;
-  }
-  static bool returns(PyObject* fn, PyObject* want) {
-    PyObject* v = PyObject_CallNoArgs(fn);
-    if (!v) throw py::error_already_set();
-    const bool same = v == want;
-    Py_DECREF(v);
-    return same;
-  }
+  bool current() const { return weights_.unchanged(); }
 
-  py::dict params_;
-  py::object weights_[4];
-  py::str names_[4];  // the parameter names, as dict keys
-  uintptr_t ptrs_[4] = {};
+ private:
   int64_t d_;
   int depth_, trees_;
-  py::object tensor_type_, float32_, empty_like_, grad_enabled_, num_threads_;
+  TorchRefs torch_;
+  WatchedParams weights_;
 };
 
 // Shapes as in kernels/fff.h (FFFLeafArgs); w_in, b_in may be 0 when depth == 0, b_out may be 0.
@@ -242,13 +168,12 @@ const Registrar reg("fff", [](py::module_& m) {
         py::arg("width"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
         "Hard inference of the leaf form (original FFF) over (n, d) float32 tokens.");
   py::class_<FFFEval>(m, "FFFEval")
-      .def(py::init<py::dict, int64_t, int, int, py::object, py::object, py::object, py::object,
-                    py::object>(),
-           py::arg("params"), py::arg("d"), py::arg("depth"), py::arg("trees"),
-           py::arg("tensor_type"), py::arg("float32"), py::arg("empty_like"),
-           py::arg("grad_enabled"), py::arg("num_threads"))
+      .def(py::init<py::dict, int64_t, int, int, TorchRefs>(), py::arg("params"), py::arg("d"),
+           py::arg("depth"), py::arg("trees"), py::arg("torch_refs"))
       .def("__call__", &FFFEval::operator(), py::arg("x"),
-           "y for a plain contiguous float32 CPU tensor x (..., d), or None (see bind_fff.cpp).");
+           "y for a plain contiguous float32 CPU tensor x (..., d), or None (see bind_fff.cpp).")
+      .def("current", &FFFEval::current,
+           "Whether the weights are still those it was built for.");
   m.def("fff_advise_weights", &advise_weights, py::arg("ptr"), py::arg("bytes"),
         py::call_guard<py::gil_scoped_release>(),
         "Back the 2 MiB-aligned interior of [ptr, ptr+bytes) with huge pages, in place.");

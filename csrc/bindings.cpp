@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common.h"
+#include "eval_call.h"
 
 namespace py = pybind11;
 using liteffn::Isa;
@@ -31,6 +32,16 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("name"), "Select the kernels' instruction-set level for the whole process.");
   m.def("compiled_isas", [] { return std::vector<std::string>{"scalar", "avx2", "avx512"}; });
+  py::class_<liteffn::TorchRefs>(m, "TorchRefs",
+                                 "torch's objects the layers' native eval calls use.")
+      .def(py::init([](py::object tensor_type, py::object float32, py::object empty_like,
+                       py::object grad_enabled, py::object num_threads) {
+             return liteffn::TorchRefs{std::move(tensor_type), std::move(float32),
+                                       std::move(empty_like), std::move(grad_enabled),
+                                       std::move(num_threads)};
+           }),
+           py::arg("tensor_type"), py::arg("float32"), py::arg("empty_like"),
+           py::arg("grad_enabled"), py::arg("num_threads"));
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

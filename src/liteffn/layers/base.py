@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_mod
 
 from liteffn import ops
 from liteffn.cost import Cost
 
-__all__ = ["FFNLayer", "check_input"]
+__all__ = ["FFNLayer", "NativeEvalCall", "check_input"]
+
+_tracing_state = torch._C._get_tracing_state
+# nn.Module's global hook dicts (mutated in place by torch.nn.modules.module, never rebound)
+_global_hooks = (
+    _module_mod._global_forward_hooks,
+    _module_mod._global_forward_pre_hooks,
+    _module_mod._global_backward_hooks,
+    _module_mod._global_backward_pre_hooks,
+)
 
 
 def check_input(x: torch.Tensor, d_model: int, who: str) -> None:
@@ -79,4 +89,42 @@ class FFNLayer(nn.Module):
         raise NotImplementedError
 
     def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NativeEvalCall:
+    """Mixin for an FFNLayer whose eval call can skip nn.Module's dispatch.
+
+    nn.Module.__call__ costs ~2 µs per call even without hooks, and a batch-1 kernel only a
+    few: an eval call with one positional argument and no hooks, tracing or compilation goes
+    to ``self._fast_eval(x, state)`` (``state`` is the module's __dict__, read directly since an
+    attribute read on an nn.Module goes through its __getattr__ hook), which returns y or None;
+    anything else, or None, takes nn.Module's own dispatch -> forward.
+    """
+
+    def __call__(self, *args, **kwargs):
+        state = self.__dict__
+        if (
+            not state["training"]
+            and len(args) == 1
+            and not kwargs
+            and not (
+                state["_forward_hooks"]
+                or state["_forward_pre_hooks"]
+                or state["_backward_hooks"]
+                or state["_backward_pre_hooks"]
+                or _global_hooks[0]
+                or _global_hooks[1]
+                or _global_hooks[2]
+                or _global_hooks[3]
+                or self._compiled_call_impl is not None
+                or _tracing_state()
+            )
+        ):
+            y = self._fast_eval(args[0], state)
+            if y is not None:
+                return y
+        return super().__call__(*args, **kwargs)
+
+    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
         raise NotImplementedError

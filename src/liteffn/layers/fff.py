@@ -17,33 +17,20 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module_mod
 
 from liteffn import ops
 from liteffn.cost import Cost
-from liteffn.layers.base import FFNLayer
+from liteffn.layers.base import FFNLayer, NativeEvalCall
 from liteffn.ops import _hugemem
 from liteffn.ops import fff as fff_ops
 
 __all__ = ["FastFeedForward", "load_ultrafastbert_ffns"]
 
 _F32 = torch.float32
-_Tensor = torch.Tensor
-_grad_enabled = torch.is_grad_enabled
-_tracing_state = torch._C._get_tracing_state
-_empty_like = torch.empty_like
-_num_threads = torch.get_num_threads
-# nn.Module's global hook dicts (mutated in place by torch.nn.modules.module, never rebound)
-_global_hooks = (
-    _module_mod._global_forward_hooks,
-    _module_mod._global_forward_pre_hooks,
-    _module_mod._global_backward_hooks,
-    _module_mod._global_backward_pre_hooks,
-)
 _HUGE_ADVICE_MIN = 8 << 20  # weights from which huge-page backing pays (a few 2 MiB pages)
 
 
-class FastFeedForward(FFNLayer):
+class FastFeedForward(NativeEvalCall, FFNLayer):
     """Tree FFN: each token evaluates ``trees * (depth+1)`` of ``trees * (2**(depth+1)-1)``
     neurons (UltraFastBERT form), or, with ``leaf_width > 0``, walks ``depth`` routing levels
     to one of ``2**depth`` MLP leaves of that width (original FFF form).
@@ -131,36 +118,6 @@ class FastFeedForward(FFNLayer):
 
     # -- eval fast path ---------------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
-        # nn.Module.__call__ costs ~2 µs per call even without hooks, and at batch 1 the kernel
-        # itself takes ~3 µs: eval calls without hooks, tracing or compilation go straight to
-        # the native FFFEval built for the current weights, which checks x and the weights in
-        # C (see csrc/bind_fff.cpp) and returns None when anything is unusual. The module's
-        # state is read from its __dict__: an attribute read on an nn.Module goes through its
-        # __getattr__ hook. Anything else takes nn.Module's own dispatch -> forward.
-        state = self.__dict__
-        if (
-            not state["training"]
-            and len(args) == 1
-            and not kwargs
-            and not (
-                state["_forward_hooks"]
-                or state["_forward_pre_hooks"]
-                or state["_backward_hooks"]
-                or state["_backward_pre_hooks"]
-                or _global_hooks[0]
-                or _global_hooks[1]
-                or _global_hooks[2]
-                or _global_hooks[3]
-                or self._compiled_call_impl is not None
-                or _tracing_state()
-            )
-        ):
-            y = self._fast_eval(args[0], state)
-            if y is not None:
-                return y
-        return super().__call__(*args, **kwargs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             y = self._fast_eval(x, self.__dict__)
@@ -176,11 +133,12 @@ class FastFeedForward(FFNLayer):
             y = fast(x)
             if y is not None:
                 return y
-        # first call, or the FFFEval declined: rebuild it if the weights changed, retry once
+            if fast.current():
+                return None  # an unusual x: FFNLayer.forward handles it
+        # first call, or the weights changed: validate, rebuild, retry once
         if state["leaf_width"] or ops._native is None or not self._weights_ok():
             return None  # the leaf form takes FFNLayer.forward -> _native_forward
-        fast = self._build_fast()
-        return None if fast is None else fast(x)
+        return self._build_fast()(x)
 
     def _build_fast(self):
         """A native FFFEval for the current (validated) weights, cached in ``_fast``."""
@@ -191,10 +149,7 @@ class FastFeedForward(FFNLayer):
             nbytes = w.numel() * 4
             if nbytes >= _HUGE_ADVICE_MIN:
                 native.fff_advise_weights(w.data_ptr(), nbytes)
-        self._fast = native.FFFEval(
-            p, self.d_model, self.depth, self.trees, _Tensor, _F32, _empty_like, _grad_enabled,
-            _num_threads,
-        )  # fmt: skip
+        self._fast = native.FFFEval(p, self.d_model, self.depth, self.trees, ops.torch_refs())
         return self._fast
 
     def __getstate__(self) -> dict:

@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+import torch
+
 __all__ = [
     "available_isas",
     "get_isa",
@@ -98,6 +100,20 @@ def native() -> ModuleType:
     if _native is None:
         raise RuntimeError(f"liteffn native module is not available: {_load_error}")
     return _native
+
+
+_torch_refs = None
+
+
+def torch_refs():
+    """torch's objects the layers' native eval calls (FFFEval, LookupEval) use, built once."""
+    global _torch_refs
+    if _torch_refs is None:
+        _torch_refs = native().TorchRefs(
+            torch.Tensor, torch.float32, torch.empty_like, torch.is_grad_enabled,
+            torch.get_num_threads,
+        )  # fmt: skip
+    return _torch_refs
 
 
 def load_error() -> str | None:
