@@ -147,6 +147,63 @@ struct Prim : X86Hints {
       else _mm512_mask_storeu_ps(y + c, mk, acc);
     }
   }
+
+  // gather_sum for m <= 4 tokens at once (the large-batch schedule passes neighbours in leaf
+  // order, which share most rows): 64 columns at a time, 4 registers per token, so a row chunk
+  // two tokens share is read from L2 once and from L1 after. Each y element is the same sum in
+  // the same order as gather_sum's.
+  static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
+                                const int64_t* const* rows, const float* const* g, int64_t k,
+                                int64_t d, bool stream = false) {
+    switch (m) {
+      case 4: return gather_tokens_m<4>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 3: return gather_tokens_m<3>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 2: return gather_tokens_m<2>(ys, b_out, w_out, rows, g, k, d, stream);
+      default:
+        for (int j = 0; j < m; ++j) gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d, stream);
+    }
+  }
+
+  template <int M>
+  static void gather_tokens_m(float* const* ys, const float* b_out, const float* w_out,
+                              const int64_t* const* rows, const float* const* g, int64_t k,
+                              int64_t d, bool stream) {
+    for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 63) == 0;
+    stream = stream && d % 16 == 0;
+    int64_t c = 0;
+    for (; c + 64 <= d; c += 64) {
+      __m512 acc[M][4];
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u)
+          acc[j][u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
+      for (int64_t e = 0; e < k; ++e)
+        for (int j = 0; j < M; ++j) {
+          const float* w = w_out + rows[j][e] * d + c;
+          const __m512 gj = _mm512_set1_ps(g[j][e]);
+          for (int u = 0; u < 4; ++u)
+            acc[j][u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[j][u]);
+        }
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u) {
+          if (stream) _mm512_stream_ps(ys[j] + c + 16 * u, acc[j][u]);
+          else _mm512_storeu_ps(ys[j] + c + 16 * u, acc[j][u]);
+        }
+    }
+    for (; c < d; c += 16) {
+      const __mmask16 mk = tail_mask(d - c);
+      __m512 acc[M];
+      for (int j = 0; j < M; ++j)
+        acc[j] = b_out ? _mm512_maskz_loadu_ps(mk, b_out + c) : _mm512_setzero_ps();
+      for (int64_t e = 0; e < k; ++e)
+        for (int j = 0; j < M; ++j)
+          acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(g[j][e]),
+                                   _mm512_maskz_loadu_ps(mk, w_out + rows[j][e] * d + c), acc[j]);
+      for (int j = 0; j < M; ++j) {
+        if (stream) _mm512_stream_ps(ys[j] + c, acc[j]);  // d % 16 == 0: full lanes only
+        else _mm512_mask_storeu_ps(ys[j] + c, mk, acc[j]);
+      }
+    }
+  }
 };
 
 }  // namespace
