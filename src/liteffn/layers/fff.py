@@ -22,6 +22,7 @@ from torch.nn.modules import module as _module_mod
 from liteffn import ops
 from liteffn.cost import Cost
 from liteffn.layers.base import FFNLayer
+from liteffn.ops import _outbuf
 from liteffn.ops import fff as fff_ops
 
 __all__ = ["FastFeedForward", "load_ultrafastbert_ffns"]
@@ -184,7 +185,7 @@ class FastFeedForward(FFNLayer):
                     native.fff_advise_weights(w.data_ptr(), nbytes)
         if not x.is_contiguous():
             x = x.contiguous()
-        y = torch.empty_like(x)
+        y = _outbuf.empty(x.shape)  # large outputs reuse pooled, already paged-in memory
         native.fff_forward(
             x.data_ptr(),
             ptrs[0],
