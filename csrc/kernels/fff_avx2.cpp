@@ -168,9 +168,9 @@ struct Prim : X86Hints {
     }
   }
 
-  // gather_sum for m <= 4 tokens at once, 32 columns at a time (4 registers per token): a row
-  // chunk two tokens share is read from L2 once (see the AVX-512 kernel). Each y element is the
-  // same sum in the same order as gather_sum's.
+  // gather_sum for m <= 4 tokens at once, 32 columns at a time (4 registers per token); a row
+  // all m tokens share is loaded once per chunk for all of them (see the AVX-512 kernel). Each
+  // y element is the same sum in the same order as gather_sum's.
   static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
                                 const int64_t* const* rows, const float* const* g, int64_t k,
                                 int64_t d, bool stream = false) {
@@ -189,19 +189,31 @@ struct Prim : X86Hints {
                               int64_t d, bool stream) {
     for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 31) == 0;
     stream = stream && d % 8 == 0;
+    const uint64_t same = shared_rows<M>(rows, k);
     int64_t c = 0;
     for (; c + 32 <= d; c += 32) {
       __m256 acc[M][4];
       for (int j = 0; j < M; ++j)
         for (int u = 0; u < 4; ++u)
           acc[j][u] = b_out ? _mm256_loadu_ps(b_out + c + 8 * u) : _mm256_setzero_ps();
-      for (int64_t e = 0; e < k; ++e)
+      for (int64_t e = 0; e < k; ++e) {
+        if (e < 64 && (same >> e & 1)) {
+          const float* w = w_out + rows[0][e] * d + c;
+          __m256 wv[4];
+          for (int u = 0; u < 4; ++u) wv[u] = _mm256_loadu_ps(w + 8 * u);
+          for (int j = 0; j < M; ++j) {
+            const __m256 gj = _mm256_set1_ps(g[j][e]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm256_fmadd_ps(gj, wv[u], acc[j][u]);
+          }
+          continue;
+        }
         for (int j = 0; j < M; ++j) {
           const float* w = w_out + rows[j][e] * d + c;
           const __m256 gj = _mm256_set1_ps(g[j][e]);
           for (int u = 0; u < 4; ++u)
             acc[j][u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[j][u]);
         }
+      }
       for (int j = 0; j < M; ++j)
         for (int u = 0; u < 4; ++u) {
           if (stream) _mm256_stream_ps(ys[j] + c + 8 * u, acc[j][u]);

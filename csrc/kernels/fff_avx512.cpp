@@ -149,9 +149,10 @@ struct Prim : X86Hints {
   }
 
   // gather_sum for m <= 4 tokens at once (the large-batch schedule passes neighbours in leaf
-  // order, which share most rows): 64 columns at a time, 4 registers per token, so a row chunk
-  // two tokens share is read from L2 once and from L1 after. Each y element is the same sum in
-  // the same order as gather_sum's.
+  // order, which share most rows): 64 columns at a time, 4 registers per token. A row all m
+  // tokens share is loaded once per chunk for all of them, so those FMAs need no load of their
+  // own; other rows are loaded per token. Each y element is the same sum in the same order as
+  // gather_sum's.
   static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
                                 const int64_t* const* rows, const float* const* g, int64_t k,
                                 int64_t d, bool stream = false) {
@@ -170,19 +171,31 @@ struct Prim : X86Hints {
                               int64_t d, bool stream) {
     for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 63) == 0;
     stream = stream && d % 16 == 0;
+    const uint64_t same = shared_rows<M>(rows, k);
     int64_t c = 0;
     for (; c + 64 <= d; c += 64) {
       __m512 acc[M][4];
       for (int j = 0; j < M; ++j)
         for (int u = 0; u < 4; ++u)
           acc[j][u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
-      for (int64_t e = 0; e < k; ++e)
+      for (int64_t e = 0; e < k; ++e) {
+        if (e < 64 && (same >> e & 1)) {
+          const float* w = w_out + rows[0][e] * d + c;
+          __m512 wv[4];
+          for (int u = 0; u < 4; ++u) wv[u] = _mm512_loadu_ps(w + 16 * u);
+          for (int j = 0; j < M; ++j) {
+            const __m512 gj = _mm512_set1_ps(g[j][e]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(gj, wv[u], acc[j][u]);
+          }
+          continue;
+        }
         for (int j = 0; j < M; ++j) {
           const float* w = w_out + rows[j][e] * d + c;
           const __m512 gj = _mm512_set1_ps(g[j][e]);
           for (int u = 0; u < 4; ++u)
             acc[j][u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[j][u]);
         }
+      }
       for (int j = 0; j < M; ++j)
         for (int u = 0; u < 4; ++u) {
           if (stream) _mm512_stream_ps(ys[j] + c + 16 * u, acc[j][u]);
