@@ -53,26 +53,34 @@ struct Prim : X86Hints {
   }
 
 
-  // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
+  // out[j] = <xs[j], ws[j]>; the m rows are independent, so their loads overlap: 8 at once
+  // (the bucketed walk: more rows of x in flight from memory), else 4 at a time.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
                        float* out) {
-    if (m != 4) {
-      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+    if (m == 8) return dot_rows_m<8>(xs, ws, d, out);
+    if (m >= 4) {
+      dot_rows_m<4>(xs, ws, d, out);
+      if (m > 4) dot_rows(m - 4, xs + 4, ws + 4, d, out + 4);
       return;
     }
-    __m512 a[4], b[4];
-    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm512_setzero_ps();
+    for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+  }
+
+  template <int M>
+  static void dot_rows_m(const float* const* xs, const float* const* ws, int64_t d, float* out) {
+    __m512 a[M], b[M];
+    for (int j = 0; j < M; ++j) a[j] = b[j] = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= d; c += 32)
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < M; ++j) {
         a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c), _mm512_loadu_ps(ws[j] + c), a[j]);
         b[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c + 16), _mm512_loadu_ps(ws[j] + c + 16),
                                b[j]);
       }
     for (; c < d; c += 16)
-      for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < M; ++j)
         a[j] = _mm512_fmadd_ps(load_tail(xs[j] + c, d - c), load_tail(ws[j] + c, d - c), a[j]);
-    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
+    for (int j = 0; j < M; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
   }
 
   // out[j] = <vs[j], u>: one load of u serves the m rows (e.g. one token, several trees).

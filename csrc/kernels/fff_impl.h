@@ -1,7 +1,7 @@
 // The descent driver shared by fff_scalar.cpp, fff_avx2.cpp and fff_avx512.cpp. Each includes
 // this header after defining, in its own anonymous namespace, a struct `Prim` with the ISA's
 // primitives:
-//   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
+//   dot_rows(m, xs[m], ws[m], d, out[m])    m dot products <xs[g], ws[g]> (m <= 8)
 //   dot_shared(m, vs[m], u, d, out[m])      m <= kGroup dot products <vs[g], u> (u loaded once)
 //   gelu_n(v, m)                            v[0..m) = gelu(v[0..m)) in place (kernels/gelu.h)
 //   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
