@@ -100,7 +100,8 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
   for (int64_t i = 0; i < n; ++i) sorted[i] = i;  // stage A walks the tokens in order
   for (int t = 0; t < s.a.trees; ++t) {
     const bool last_tree = t + 1 == s.a.trees;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    // dynamic: a core slowed by other work on the machine takes fewer chunks
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t c = 0; c < (n + 63) / 64; ++c) {
       const int64_t c0 = c * 64, m = std::min<int64_t>(64, n - c0);
       std::fill(node + c0, node + c0 + m, 0);
