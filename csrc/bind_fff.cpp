@@ -105,7 +105,7 @@ class FFFEval {
     PyObject* x = xh.ptr();
     int64_t n = 0;
     if (!plain_input(x, torch_, d_, &n) || !weights_.unchanged()) return py::none();
-    py::object y = new_output(x, torch_);
+    py::object y = new_output(x, torch_, n, d_);
     const int threads = torch_threads(torch_);
     const FFFArgs a{reinterpret_cast<const float*>(evalcall::data_ptr(x)),
                     reinterpret_cast<const float*>(weights_.ptr(0)),

@@ -35,13 +35,16 @@ PYBIND11_MODULE(_native, m) {
   py::class_<liteffn::TorchRefs>(m, "TorchRefs",
                                  "torch's objects the layers' native eval calls use.")
       .def(py::init([](py::object tensor_type, py::object float32, py::object empty_like,
-                       py::object grad_enabled, py::object num_threads) {
+                       py::object grad_enabled, py::object num_threads, py::object empty_large,
+                       int64_t large_bytes) {
              return liteffn::TorchRefs{std::move(tensor_type), std::move(float32),
-                                       std::move(empty_like), std::move(grad_enabled),
-                                       std::move(num_threads)};
+                                       std::move(empty_like),  std::move(grad_enabled),
+                                       std::move(num_threads), std::move(empty_large),
+                                       large_bytes};
            }),
            py::arg("tensor_type"), py::arg("float32"), py::arg("empty_like"),
-           py::arg("grad_enabled"), py::arg("num_threads"));
+           py::arg("grad_enabled"), py::arg("num_threads"), py::arg("empty_large"),
+           py::arg("large_bytes"));
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -14,9 +14,11 @@
 namespace liteffn {
 namespace py = pybind11;
 
-// torch's objects an eval call needs, passed from Python when the call object is built.
+// torch's objects an eval call needs, passed from Python when the call object is built;
+// empty_large(shape) allocates outputs of large_bytes and more (liteffn.ops._outbuf's pool).
 struct TorchRefs {
-  py::object tensor_type, float32, empty_like, grad_enabled, num_threads;
+  py::object tensor_type, float32, empty_like, grad_enabled, num_threads, empty_large;
+  int64_t large_bytes;
 };
 
 namespace evalcall {
@@ -91,7 +93,7 @@ inline bool plain_input(PyObject* x, const TorchRefs& t, int64_t d, int64_t* n) 
     Py_DECREF(g);
     if (enabled) return false;
   }
-  py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttr(x, s.shape));
+  py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttr(x, s.shape));  // (.., d)
   if (!shape) throw py::error_already_set();
   const Py_ssize_t dims = PyTuple_Size(shape.ptr());
   if (dims < 1 || PyLong_AsLongLong(PyTuple_GET_ITEM(shape.ptr(), dims - 1)) != d) return false;
@@ -103,11 +105,20 @@ inline bool plain_input(PyObject* x, const TorchRefs& t, int64_t d, int64_t* n) 
   return true;
 }
 
-// A new tensor like x (torch.empty_like), and PyTorch's thread count.
-inline py::object new_output(PyObject* x, const TorchRefs& t) {
-  py::object y = py::reinterpret_steal<py::object>(PyObject_CallOneArg(t.empty_like.ptr(), x));
+// A new float32 tensor of x's shape, for n * d outputs: torch.empty_like(x), or from the
+// output pool when large (a fresh multi-MiB output costs more in page faults than a kernel).
+inline py::object new_output(PyObject* x, const TorchRefs& t, int64_t n, int64_t d) {
+  PyObject* y;
+  if (n * d * static_cast<int64_t>(sizeof(float)) >= t.large_bytes) {
+    py::object shape =
+        py::reinterpret_steal<py::object>(PyObject_GetAttr(x, evalcall::names().shape));
+    if (!shape) throw py::error_already_set();
+    y = PyObject_CallOneArg(t.empty_large.ptr(), shape.ptr());
+  } else {
+    y = PyObject_CallOneArg(t.empty_like.ptr(), x);
+  }
   if (!y) throw py::error_already_set();
-  return y;
+  return py::reinterpret_steal<py::object>(y);
 }
 
 inline int torch_threads(const TorchRefs& t) {

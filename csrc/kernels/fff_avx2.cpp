@@ -63,6 +63,10 @@ struct Prim : X86Hints {
   // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
                        float* out) {
+    if (m > 4) {  // 4 at a time: 8 accumulators fill half the 16 registers
+      dot_rows(4, xs, ws, d, out);
+      return dot_rows(m - 4, xs + 4, ws + 4, d, out + 4);
+    }
     if (m != 4) {
       for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
       return;
@@ -166,6 +170,75 @@ struct Prim : X86Hints {
       for (int64_t j = 0; j < k; ++j) acc += g[j] * w_out[rows[j] * d + c];
       y[c] = acc;
     }
+  }
+
+  // gather_sum for m <= 4 tokens at once, 32 columns at a time (4 registers per token); a row
+  // all m tokens share is loaded once per chunk for all of them (see the AVX-512 kernel). Each
+  // y element is the same sum in the same order as gather_sum's.
+  static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
+                                const int64_t* const* rows, const float* const* g, int64_t k,
+                                int64_t d, bool stream = false) {
+    switch (m) {
+      case 4: return gather_tokens_m<4>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 3: return gather_tokens_m<3>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 2: return gather_tokens_m<2>(ys, b_out, w_out, rows, g, k, d, stream);
+      default:
+        for (int j = 0; j < m; ++j) gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d, stream);
+    }
+  }
+
+  template <int M>
+  static void gather_tokens_m(float* const* ys, const float* b_out, const float* w_out,
+                              const int64_t* const* rows, const float* const* g, int64_t k,
+                              int64_t d, bool stream) {
+    for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 31) == 0;
+    stream = stream && d % 8 == 0;
+    const uint64_t same = shared_rows<M>(rows, k);
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      __m256 acc[M][4];
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u)
+          acc[j][u] = b_out ? _mm256_loadu_ps(b_out + c + 8 * u) : _mm256_setzero_ps();
+      for (int64_t e = 0; e < k; ++e) {
+        if (e < 64 && (same >> e & 1)) {
+          const float* w = w_out + rows[0][e] * d + c;
+          __m256 wv[4];
+          for (int u = 0; u < 4; ++u) wv[u] = _mm256_loadu_ps(w + 8 * u);
+          for (int j = 0; j < M; ++j) {
+            const __m256 gj = _mm256_set1_ps(g[j][e]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm256_fmadd_ps(gj, wv[u], acc[j][u]);
+          }
+          continue;
+        }
+        for (int j = 0; j < M; ++j) {
+          const float* w = w_out + rows[j][e] * d + c;
+          const __m256 gj = _mm256_set1_ps(g[j][e]);
+          for (int u = 0; u < 4; ++u)
+            acc[j][u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[j][u]);
+        }
+      }
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u) {
+          if (stream) _mm256_stream_ps(ys[j] + c + 8 * u, acc[j][u]);
+          else _mm256_storeu_ps(ys[j] + c + 8 * u, acc[j][u]);
+        }
+    }
+    for (; c + 8 <= d; c += 8)
+      for (int j = 0; j < M; ++j) {
+        __m256 acc = b_out ? _mm256_loadu_ps(b_out + c) : _mm256_setzero_ps();
+        for (int64_t e = 0; e < k; ++e)
+          acc = _mm256_fmadd_ps(_mm256_set1_ps(g[j][e]),
+                                _mm256_loadu_ps(w_out + rows[j][e] * d + c), acc);
+        if (stream) _mm256_stream_ps(ys[j] + c, acc);
+        else _mm256_storeu_ps(ys[j] + c, acc);
+      }
+    for (; c < d; ++c)
+      for (int j = 0; j < M; ++j) {
+        float acc = b_out ? b_out[c] : 0.0f;
+        for (int64_t e = 0; e < k; ++e) acc += g[j][e] * w_out[rows[j][e] * d + c];
+        ys[j][c] = acc;
+      }
   }
 };
 

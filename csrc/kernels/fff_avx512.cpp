@@ -53,26 +53,34 @@ struct Prim : X86Hints {
   }
 
 
-  // out[j] = <xs[j], ws[j]>; the kGroup rows are independent, so their loads overlap.
+  // out[j] = <xs[j], ws[j]>; the m rows are independent, so their loads overlap: 8 at once
+  // (the bucketed walk: more rows of x in flight from memory), else 4 at a time.
   static void dot_rows(int m, const float* const* xs, const float* const* ws, int64_t d,
                        float* out) {
-    if (m != 4) {
-      for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+    if (m == 8) return dot_rows_m<8>(xs, ws, d, out);
+    if (m >= 4) {
+      dot_rows_m<4>(xs, ws, d, out);
+      if (m > 4) dot_rows(m - 4, xs + 4, ws + 4, d, out + 4);
       return;
     }
-    __m512 a[4], b[4];
-    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm512_setzero_ps();
+    for (int j = 0; j < m; ++j) out[j] = dot1(xs[j], ws[j], d);
+  }
+
+  template <int M>
+  static void dot_rows_m(const float* const* xs, const float* const* ws, int64_t d, float* out) {
+    __m512 a[M], b[M];
+    for (int j = 0; j < M; ++j) a[j] = b[j] = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= d; c += 32)
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < M; ++j) {
         a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c), _mm512_loadu_ps(ws[j] + c), a[j]);
         b[j] = _mm512_fmadd_ps(_mm512_loadu_ps(xs[j] + c + 16), _mm512_loadu_ps(ws[j] + c + 16),
                                b[j]);
       }
     for (; c < d; c += 16)
-      for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < M; ++j)
         a[j] = _mm512_fmadd_ps(load_tail(xs[j] + c, d - c), load_tail(ws[j] + c, d - c), a[j]);
-    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
+    for (int j = 0; j < M; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], b[j]));
   }
 
   // out[j] = <vs[j], u>: one load of u serves the m rows (e.g. one token, several trees).
@@ -145,6 +153,76 @@ struct Prim : X86Hints {
                               _mm512_maskz_loadu_ps(mk, w_out + rows[j] * d + c), acc);
       if (stream) _mm512_stream_ps(y + c, acc);  // d % 16 == 0: full lanes only
       else _mm512_mask_storeu_ps(y + c, mk, acc);
+    }
+  }
+
+  // gather_sum for m <= 4 tokens at once (the large-batch schedule passes neighbours in leaf
+  // order, which share most rows): 64 columns at a time, 4 registers per token. A row all m
+  // tokens share is loaded once per chunk for all of them, so those FMAs need no load of their
+  // own; other rows are loaded per token. Each y element is the same sum in the same order as
+  // gather_sum's.
+  static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
+                                const int64_t* const* rows, const float* const* g, int64_t k,
+                                int64_t d, bool stream = false) {
+    switch (m) {
+      case 4: return gather_tokens_m<4>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 3: return gather_tokens_m<3>(ys, b_out, w_out, rows, g, k, d, stream);
+      case 2: return gather_tokens_m<2>(ys, b_out, w_out, rows, g, k, d, stream);
+      default:
+        for (int j = 0; j < m; ++j) gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d, stream);
+    }
+  }
+
+  template <int M>
+  static void gather_tokens_m(float* const* ys, const float* b_out, const float* w_out,
+                              const int64_t* const* rows, const float* const* g, int64_t k,
+                              int64_t d, bool stream) {
+    for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 63) == 0;
+    stream = stream && d % 16 == 0;
+    const uint64_t same = shared_rows<M>(rows, k);
+    int64_t c = 0;
+    for (; c + 64 <= d; c += 64) {
+      __m512 acc[M][4];
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u)
+          acc[j][u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
+      for (int64_t e = 0; e < k; ++e) {
+        if (e < 64 && (same >> e & 1)) {
+          const float* w = w_out + rows[0][e] * d + c;
+          __m512 wv[4];
+          for (int u = 0; u < 4; ++u) wv[u] = _mm512_loadu_ps(w + 16 * u);
+          for (int j = 0; j < M; ++j) {
+            const __m512 gj = _mm512_set1_ps(g[j][e]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(gj, wv[u], acc[j][u]);
+          }
+          continue;
+        }
+        for (int j = 0; j < M; ++j) {
+          const float* w = w_out + rows[j][e] * d + c;
+          const __m512 gj = _mm512_set1_ps(g[j][e]);
+          for (int u = 0; u < 4; ++u)
+            acc[j][u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[j][u]);
+        }
+      }
+      for (int j = 0; j < M; ++j)
+        for (int u = 0; u < 4; ++u) {
+          if (stream) _mm512_stream_ps(ys[j] + c + 16 * u, acc[j][u]);
+          else _mm512_storeu_ps(ys[j] + c + 16 * u, acc[j][u]);
+        }
+    }
+    for (; c < d; c += 16) {
+      const __mmask16 mk = tail_mask(d - c);
+      __m512 acc[M];
+      for (int j = 0; j < M; ++j)
+        acc[j] = b_out ? _mm512_maskz_loadu_ps(mk, b_out + c) : _mm512_setzero_ps();
+      for (int64_t e = 0; e < k; ++e)
+        for (int j = 0; j < M; ++j)
+          acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(g[j][e]),
+                                   _mm512_maskz_loadu_ps(mk, w_out + rows[j][e] * d + c), acc[j]);
+      for (int j = 0; j < M; ++j) {
+        if (stream) _mm512_stream_ps(ys[j] + c, acc[j]);  // d % 16 == 0: full lanes only
+        else _mm512_mask_storeu_ps(ys[j] + c, mk, acc[j]);
+      }
     }
   }
 };

@@ -1,11 +1,13 @@
 // The descent driver shared by fff_scalar.cpp, fff_avx2.cpp and fff_avx512.cpp. Each includes
 // this header after defining, in its own anonymous namespace, a struct `Prim` with the ISA's
 // primitives:
-//   dot_rows(m, xs[m], ws[m], d, out[m])    m <= kGroup dot products <xs[g], ws[g]>
+//   dot_rows(m, xs[m], ws[m], d, out[m])    m dot products <xs[g], ws[g]> (m <= 8)
 //   dot_shared(m, vs[m], u, d, out[m])      m <= kGroup dot products <vs[g], u> (u loaded once)
 //   gelu_n(v, m)                            v[0..m) = gelu(v[0..m)) in place (kernels/gelu.h)
 //   gather_sum(y, b_out, w_out, rows[K], g[K], K, d, stream)   y = b_out + sum_k g[k] *
 //                                           w_out[rows[k]]; stream: may bypass the cache
+//   gather_sum_tokens(m, ys[m], b_out, w_out, rows[m], g[m], K, d, stream)   gather_sum for
+//                                           m <= kGroup tokens at once (shared rows read once)
 //   fence()                                 order streamed stores before y is shared
 //   prefetch(p, bytes)                      hint that [p, p+bytes) is read soon
 // The driver is in an anonymous namespace too, so each ISA gets its own copy (no ODR clash).
@@ -14,9 +16,9 @@
 // * token-major (small batches): a thread walks kGroup tokens down the tree together, so the
 //   kGroup dependent row loads of a level overlap, and prefetches both children of every node
 //   (adjacent rows 2n+1, 2n+2) while the current dot products run;
-// * bucketed (large batches, see run_bucketed): tokens are grouped by the node they sit at
-//   after the top half of the levels, so each lower subtree's rows are fetched once for all of
-//   its tokens and stay in cache while they descend;
+// * bucketed (large batches, see kernels/fff_bucketed.h): tokens are grouped by the node they
+//   sit at after the top half of the levels, so each lower subtree's rows are fetched once for
+//   all of its tokens and stay in cache while they descend;
 // * forest (several shallow trees, whose rows fit in L2: see run_forest): tiles of tokens walk
 //   kForestGroup trees at a time, one load of x feeding their dot products, so a tile reuses
 //   each group's rows from cache; their GELUs run over the whole tile at once (gelu_n).
@@ -38,8 +40,6 @@ namespace {
 
 constexpr int kGroup = 4;              // tokens per dot-product call
 constexpr int64_t kBucketedMin = 64;   // tokens from which the bucketed schedule runs
-constexpr int64_t kBlock = 65536;      // tokens per bucketed block (bounds the scratch memory)
-constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between calls
 constexpr int64_t kForestTreeBytes = 256 << 10;  // a tree's rows (w_in + w_out) at most this
 constexpr int64_t kForestTile = 256;             // tokens per forest tile
 constexpr int kForestGroup = 2;  // trees walked together (2 measured faster than 1 and 4)
@@ -117,13 +117,6 @@ void descend_token_major(const Descent& s, const int64_t* ids, int64_t m, int t,
   }
 }
 
-template <class Prim>
-inline void finish_token(const Descent& s, int64_t i, const int64_t* rows, const float* g) {
-  const FFFArgs& a = s.a;
-  Prim::gather_sum(a.y + i * a.d, a.b_out, a.w_out, rows + i * s.k, g + i * s.k, s.k, a.d,
-                   /*stream=*/true);
-}
-
 // Small batches: each thread walks kGroup tokens at a time through every tree, then sums.
 template <class Prim>
 void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, float* g) {
@@ -142,50 +135,9 @@ void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, fl
   }
 }
 
-// Large batches, per block of tokens and per tree: (A) token-major through the top `split`
-// levels, whose rows stay cache-resident; (B) counting-sort the tokens by the node they reached,
-// so all tokens below one node are contiguous, and descend each such subtree -- small enough to
-// stay in L2 -- for all of its tokens before moving on: each subtree's rows are fetched once per
-// block instead of once per token.
+// The large-batch schedule (kernels/fff_bucketed.h, included at the end of this file).
 template <class Prim>
-void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float* g,
-                  int64_t* node, int64_t* ids, int64_t* sorted, int64_t* offsets) {
-  const int64_t split = s.levels / 2;
-  const int64_t buckets = int64_t{1} << split;  // nodes at level `split`
-  const int64_t first = buckets - 1;            // local index of the first of them
-  for (int64_t i = 0; i < n; ++i) ids[i] = i;
-  for (int t = 0; t < s.a.trees; ++t) {
-    const bool last_tree = t + 1 == s.a.trees;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t c = 0; c < (n + 63) / 64; ++c) {
-      const int64_t c0 = c * 64, m = std::min<int64_t>(64, n - c0);
-      for (int64_t j = 0; j < m; ++j) node[c0 + j] = 0;
-      descend_token_major<Prim>(s, ids + c0, m, t, 0, split, node + c0, rows, g);
-    }
-    // counting sort by subtree root: offsets[b] .. offsets[b+1] are bucket b's tokens
-    std::fill(offsets, offsets + buckets + 1, 0);
-    for (int64_t i = 0; i < n; ++i) ++offsets[node[i] - first + 1];
-    for (int64_t b = 0; b < buckets; ++b) offsets[b + 1] += offsets[b];
-    for (int64_t i = 0; i < n; ++i) sorted[offsets[node[i] - first]++] = i;
-    for (int64_t b = buckets; b > 0; --b) offsets[b] = offsets[b - 1];
-    offsets[0] = 0;
-    // node[] now holds, per sorted position, the subtree root that token starts stage B at
-    for (int64_t b = 0; b < buckets; ++b)
-      for (int64_t p = offsets[b]; p < offsets[b + 1]; ++p) node[p] = first + b;
-    // Stage B walks the sorted order in chunks, kGroup tokens at a time as in stage A: tokens of
-    // one subtree are adjacent, so its rows are reused while they are in cache, and groups stay
-    // full even when subtrees hold only a few tokens.
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t c = 0; c < (n + 63) / 64; ++c) {
-      const int64_t p0 = c * 64, m = std::min<int64_t>(64, n - p0);
-      descend_token_major<Prim>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
-      if (last_tree) {
-        for (int64_t j = 0; j < m; ++j) finish_token<Prim>(s, sorted[p0 + j], rows, g);
-        Prim::fence();
-      }
-    }
-  }
-}
+void fff_run_bucketed(const FFFArgs& a, int threads);
 
 // Forest schedule for tokens [i0, i1) (at most kForestTile), per group of kForestGroup trees:
 // (A) each token walks the group's trees together (the dot products of a level share one load
@@ -273,40 +225,8 @@ void fff_run(const FFFArgs& a, int threads) {
     }
     return;
   }
-  // bounded scratch: blocks of at most kBlock tokens
-  const int64_t block = std::min(n, kBlock);
-  const int64_t buckets = int64_t{1} << (s.levels / 2);
-  // Scratch is kept per calling thread and reused across calls (fresh pages cost a fault each);
-  // buffers above kKeepBytes are released after the call. Every entry is written before read.
-  struct Scratch {
-    std::vector<int64_t> i64;
-    std::vector<float> f32;
-  };
-  thread_local Scratch scratch;
-  const size_t n_i64 = static_cast<size_t>(block * s.k + 3 * block + buckets + 1);
-  if (scratch.i64.size() < n_i64) scratch.i64.resize(n_i64);
-  if (scratch.f32.size() < static_cast<size_t>(block * s.k))
-    scratch.f32.resize(static_cast<size_t>(block * s.k));
-  int64_t* const rows = scratch.i64.data();
-  int64_t* const node = rows + block * s.k;
-  int64_t* const ids = node + block;
-  int64_t* const sorted = ids + block;
-  int64_t* const offsets = sorted + block;
-  float* const g = scratch.f32.data();
-  for (int64_t b0 = 0; b0 < n; b0 += block) {
-    FFFArgs sub = a;
-    sub.n = std::min(block, n - b0);
-    sub.x = a.x + b0 * a.d;
-    sub.y = a.y + b0 * a.d;
-    if (a.path) sub.path = a.path + b0 * s.k;
-    if (a.act) sub.act = a.act + b0 * s.k;
-    const Descent sb(sub);
-    run_bucketed<Prim>(sb, sub.n, threads, rows, g, node, ids, sorted, offsets);
-  }
-  if (scratch.i64.size() * sizeof(int64_t) + scratch.f32.size() * sizeof(float) > kKeepBytes)
-    scratch = Scratch{};
+  fff_run_bucketed<Prim>(a, threads);
 }
-
 
 // Leaf form, token by token: each tree's routing descent (one dot per level), then the leaf's W
 // input dots kGroup rows at a time, then y = b_out + sum of the W*trees scaled output rows
@@ -375,3 +295,5 @@ void fff_leaf_run(const FFFLeafArgs& a, int threads) {
 
 }  // namespace
 }  // namespace liteffn
+
+#include "kernels/fff_bucketed.h"  // fff_run_bucketed

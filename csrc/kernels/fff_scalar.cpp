@@ -30,6 +30,11 @@ struct Prim {
       for (int64_t c = 0; c < d; ++c) y[c] += gj * w[c];
     }
   }
+  static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
+                                const int64_t* const* rows, const float* const* g, int64_t k,
+                                int64_t d, bool /*stream*/ = false) {
+    for (int j = 0; j < m; ++j) gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d);
+  }
   static void gelu_n(float* v, int64_t m) {
     for (int64_t j = 0; j < m; ++j) v[j] = gelu_exact(v[j]);
   }

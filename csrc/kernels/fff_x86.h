@@ -19,6 +19,18 @@ struct X86Hints {
     const int64_t end = bytes < kPrefetchBytes ? bytes : kPrefetchBytes;
     for (int64_t o = 0; o < end; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
   }
+
+  // Bit e (e < 64) set when all M tokens' rows[j][e] are the same row (gather_sum_tokens).
+  template <int M>
+  static uint64_t shared_rows(const int64_t* const* rows, int64_t k) {
+    uint64_t same = 0;
+    for (int64_t e = 0; e < k && e < 64; ++e) {
+      bool all = true;
+      for (int j = 1; j < M; ++j) all = all && rows[j][e] == rows[0][e];
+      same |= static_cast<uint64_t>(all) << e;
+    }
+    return same;
+  }
 };
 
 }  // namespace

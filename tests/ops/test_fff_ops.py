@@ -104,6 +104,97 @@ def test_large_batch_schedules(isa, schedule):
         torch.set_num_threads(saved)
 
 
+# The bucketed schedule (kernels/fff_bucketed.h) runs for batches of >= 64 tokens unless the
+# forest takes them; it works in blocks of 65536 tokens.
+BUCKETED_MIN, BLOCK = 64, 65536
+
+
+def takes_forest(d: int, depth: int, trees: int) -> bool:
+    return trees >= 2 and 2 * (2 ** (depth + 1) - 1) * d * 4 <= 256 << 10
+
+
+def run_threads(x, w_in, b_in, w_out, depth, trees, b_out=None):
+    """run_native at 1 and 2 threads; the two must agree bit for bit."""
+    saved = torch.get_num_threads()
+    try:
+        runs = []
+        for nthreads in (1, 2):
+            torch.set_num_threads(nthreads)
+            runs.append(run_native(x, w_in, b_in, w_out, depth, trees, b_out))
+    finally:
+        torch.set_num_threads(saved)
+    for one, two in zip(runs[0], runs[1], strict=True):  # NaN inputs give NaN rows: equal_nan
+        torch.testing.assert_close(one, two, rtol=0, atol=0, equal_nan=True)
+    return runs[0]
+
+
+def check_bucketed(x, w_in, b_in, w_out, depth, trees, b_out=None, what=""):
+    y, path, act = run_threads(x, w_in, b_in, w_out, depth, trees, b_out)
+    idx, a_ref = fff_paths(x, w_in, b_in, depth, trees)
+    assert_exact(path.long(), idx, what=f"path {what}")
+    assert_exact(act, a_ref, what=f"a {what}")
+    assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out), what=what)
+
+
+@pytest.mark.parametrize("n", [BUCKETED_MIN - 1, BUCKETED_MIN, BUCKETED_MIN + 1, 203, 1000])
+def test_bucketed_threshold(isa, n):
+    # d = 67: every column tail of the gathers runs (64 + 3 lanes, 32 + 8 + 3)
+    d, depth = 67, 7
+    w_in, b_in, w_out, b_out = make(d, depth, 1, bias_out=True)
+    check_bucketed(grid(n, d), w_in, b_in, w_out, depth, 1, b_out, what=f"{isa} n={n}")
+
+
+# several shallow trees (depth <= 2) take the forest schedule at any sensible d
+BUCKETED_TREES = [
+    (t, depth) for t in (1, 2, 3, 4) for depth in (0, 1, 2, 6, 11, 16) if t == 1 or depth > 2
+]
+
+
+@pytest.mark.parametrize(("trees", "depth"), BUCKETED_TREES)
+def test_bucketed_trees_and_depths(isa, trees, depth):
+    d = 8 if depth > 11 else 48
+    if takes_forest(d, depth, trees):
+        d = (256 << 10) // (8 * (2 ** (depth + 1) - 1)) + 1  # just too big for the forest
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=trees == 3, seed=depth)
+    x = grid(300, d, gen=torch.Generator().manual_seed(trees))
+    check_bucketed(x, w_in, b_in, w_out, depth, trees, b_out, what=f"{isa} d={d}")
+
+
+def test_bucketed_several_blocks(isa):
+    # two full blocks and a partial one; few distinct tokens, so many share whole paths
+    d, depth, trees = 16, 5, 1
+    w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
+    gen = torch.Generator().manual_seed(3)
+    distinct = grid(500, d, gen=gen)
+    x = distinct[torch.randint(0, 500, (2 * BLOCK + 77,), generator=gen)]
+    check_bucketed(x, w_in, b_in, w_out, depth, trees, b_out, what=isa)
+
+
+def test_bucketed_shared_and_distinct_rows(isa):
+    # neighbours in leaf order share all, some or none of their rows: copies of a few tokens
+    # mixed with distinct ones
+    d, depth = 40, 9
+    w_in, b_in, w_out, _ = make(d, depth, 1)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.cat([grid(7, d, gen=gen).repeat(30, 1), grid(150, d, gen=gen)])
+    x = x[torch.randperm(x.shape[0], generator=gen)]
+    check_bucketed(x, w_in, b_in, w_out, depth, 1, what=isa)
+
+
+def test_bucketed_nan_goes_left_and_stays_in_its_row(isa):
+    d, depth = 24, 11
+    w_in, b_in, w_out, _ = make(d, depth, 1)
+    x = grid(200, d)
+    x[17, 3] = float("nan")
+    x[101, 0] = float("inf")
+    y, path, _ = run_threads(x, w_in, b_in, w_out, depth, 1)
+    spine = torch.tensor([2**level - 1 for level in range(depth + 1)])
+    assert_exact(path[17].long(), spine)
+    assert torch.isnan(y[17]).all()
+    ok = torch.tensor([i not in (17, 101) for i in range(200)])
+    assert_kernel_close(y[ok], fff_reference(x[ok], w_in, b_in, w_out, depth, 1))
+
+
 def test_exact_ties_go_left(isa):
     # Zero routing weights and biases: every a is exactly 0, so every token takes the left spine.
     d, depth, trees = 16, 4, 3

@@ -23,6 +23,8 @@ from types import ModuleType
 
 import torch
 
+from liteffn.ops import _outbuf
+
 __all__ = [
     "available_isas",
     "get_isa",
@@ -111,7 +113,7 @@ def torch_refs():
     if _torch_refs is None:
         _torch_refs = native().TorchRefs(
             torch.Tensor, torch.float32, torch.empty_like, torch.is_grad_enabled,
-            torch.get_num_threads,
+            torch.get_num_threads, _outbuf.empty, _outbuf.MIN_BYTES,
         )  # fmt: skip
     return _torch_refs
 

@@ -21,10 +21,28 @@ import mmap
 
 import torch
 
-__all__ = ["MIN_BYTES", "empty"]
+__all__ = ["MIN_BYTES", "aligned", "empty", "mapping"]
 
 MIN_BYTES = 2 << 20  # smaller tensors: plain torch.empty (within one huge page anyway)
 _ALIGN = 2 << 20
+
+
+def mapping(nbytes: int) -> mmap.mmap:
+    """Private anonymous memory for an ``nbytes`` tensor starting on a 2 MiB boundary
+    (``aligned``), advised for huge pages (shared mappings are shmem, which THP's "madvise"
+    mode skips)."""
+    region = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # a kernel without THP: ordinary pages, still correct
+            region.madvise(mmap.MADV_HUGEPAGE)
+    return region
+
+
+def aligned(raw: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The 2 MiB-aligned tensor of ``shape`` inside ``raw``, a uint8 tensor over a mapping."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    start = (-raw.data_ptr()) % _ALIGN
+    return raw[start : start + nbytes].view(dtype).view(shape)
 
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -33,10 +51,5 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.T
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if nbytes < MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype)
-    # private anonymous memory: shared mappings are shmem, which THP "madvise" mode skips
-    mapping = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):  # a kernel without THP: ordinary pages, still correct
-        mapping.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(mapping, dtype=torch.uint8)  # holds a reference to the mapping
-    start = (-raw.data_ptr()) % _ALIGN
-    return raw[start : start + nbytes].view(dtype).view(shape)
+    raw = torch.frombuffer(mapping(nbytes), dtype=torch.uint8)  # holds the mapping
+    return aligned(raw, shape, dtype)
