@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common.h"
+#include "eval_call.h"
 #include "kernels/lookup.h"
 
 namespace py = pybind11;
@@ -64,6 +65,47 @@ struct LookupPlan {
       lookup_forward_avx2(xp, n, k, wt, pbias, tables, tables_bf16, bias, yp, order, threads);
     else lookup_forward_scalar(xp, n, k, wt, pbias, tables, tables_bf16, bias, yp, order, threads);
   }
+};
+
+// LookupFFN's eval call with the per-call checks in C (eval_call.h), built by the layer with
+// its plan: eval(x) returns y, or None when x is not a plain input or a parameter the plan was
+// packed from changed (other object, new storage, or an in-place update: the plan holds packed
+// copies, so version counters are watched too); the layer then re-packs and rebuilds.
+class LookupEval {
+ public:
+  // own: the layer's _parameters (tables, bias); proj: the projection's (weight, bias).
+  LookupEval(py::object plan, py::dict own, py::dict proj, const std::string& proj_weight,
+             TorchRefs torch_refs)
+      : plan_obj_(std::move(plan)), torch_(std::move(torch_refs)) {
+    plan_ = &plan_obj_.cast<const LookupPlan&>();
+    params_.add(own, "tables", /*track_version=*/true);
+    params_.add(own, "bias", true);
+    params_.add(proj, proj_weight.c_str(), true);
+    params_.add(proj, "bias", true);
+  }
+
+  py::object operator()(py::handle xh) const {
+    PyObject* x = xh.ptr();
+    int64_t n = 0;
+    const int64_t d = plan_->k.d;
+    if (!plain_input(x, torch_, d, &n) || !params_.unchanged()) return py::none();
+    py::object y = new_output(x, torch_, n, d);
+    const int threads = torch_threads(torch_);
+    const uintptr_t xp = evalcall::data_ptr(x), yp = evalcall::data_ptr(y.ptr());
+    {
+      py::gil_scoped_release release;
+      plan_->run(xp, n, yp, 0, threads);
+    }
+    return y;
+  }
+
+  bool current() const { return params_.unchanged(); }
+
+ private:
+  py::object plan_obj_;  // keeps the plan (and so plan_) alive
+  const LookupPlan* plan_;
+  TorchRefs torch_;
+  WatchedParams params_;
 };
 
 // x (n, d) f32 -> y (n, d) f32; wt/pbias/tables/bias as in kernels/lookup.h.
@@ -171,6 +213,14 @@ const Registrar reg("lookup", [](py::module_& m) {
       .def("run", &LookupPlan::run, py::arg("x"), py::arg("n"), py::arg("y"), py::arg("order"),
            py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
            "y (n, d) = the fused LookupFFN forward of x (n, d).");
+  py::class_<LookupEval>(m, "LookupEval")
+      .def(py::init<py::object, py::dict, py::dict, const std::string&, TorchRefs>(),
+           py::arg("plan"), py::arg("own"), py::arg("proj"), py::arg("proj_weight"),
+           py::arg("torch_refs"))
+      .def("__call__", &LookupEval::operator(), py::arg("x"),
+           "y for a plain contiguous float32 CPU tensor x (..., d), or None (bind_lookup.cpp).")
+      .def("current", &LookupEval::current,
+           "Whether the parameters are still those the plan was packed from.");
   m.def("lookup_forward", &lookup_forward, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("h"),
         py::arg("tau"), py::arg("bh4"), py::arg("D"), py::arg("R"), py::arg("b"), py::arg("wt"),
         py::arg("pbias"), py::arg("tables"), py::arg("tables_bf16"), py::arg("bias"),

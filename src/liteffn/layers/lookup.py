@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module_mod
 
 from liteffn import ops
 from liteffn.cost import Cost
-from liteffn.layers.base import FFNLayer, check_input
+from liteffn.layers.base import FFNLayer, NativeEvalCall, check_input
 from liteffn.layers.bh4 import BH4Projection
 from liteffn.ops import lookup as lookup_ops
 
@@ -34,7 +33,7 @@ def codes_and_scores(z: torch.Tensor, num_tables: int, table_bits: int):
     return codes, scores
 
 
-class LookupFFN(FFNLayer):
+class LookupFFN(NativeEvalCall, FFNLayer):
     """``y = bias + sum_k score_k(x) * tables[k, code_k(x)]`` over ``num_tables`` tables.
 
     Args:
@@ -89,7 +88,8 @@ class LookupFFN(FFNLayer):
             torch.randn(num_tables, 2**table_bits, d_model) * (num_tables * table_bits) ** -0.5
         )  # (h, 2^tau, d_model)
         self.bias = nn.Parameter(torch.zeros(d_model))
-        self._packed: tuple | None = None  # (key, native call arguments, packed tensors)
+        # (key, native plan, packed tensors, native eval call) as last packed by _plan
+        self._packed: tuple | None = None
         self.set_table_dtype(table_dtype)
 
     # -- the map ----------------------------------------------------------------------------
@@ -167,7 +167,11 @@ class LookupFFN(FFNLayer):
                 tables=keep[2],
                 bias=keep[3],
             )
-        self._packed = (key, plan, keep)
+        bh4 = self.projection == "bh4"
+        call = ops.native().LookupEval(
+            plan, own, proj, "blocks" if bh4 else "weight", ops.torch_refs()
+        )
+        self._packed = (key, plan, keep, call)
         return plan
 
     def _native_forward(self, x2: torch.Tensor, order: int = 0) -> torch.Tensor:
@@ -181,36 +185,9 @@ class LookupFFN(FFNLayer):
 
     # -- eval fast path ---------------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
-        # At batch 1 the kernel takes ~50 µs and nn.Module's dispatch plus the generic checks
-        # (run after the kernel has streamed ~1 MB through the caches, so they run cold) cost
-        # ~20 more: eval calls without hooks, tracing or compilation go straight to the kernel
-        # (as FastFeedForward). Everything else takes nn.Module's own dispatch.
-        if (
-            not self.training
-            and len(args) == 1
-            and not kwargs
-            and not (
-                self._forward_hooks
-                or self._forward_pre_hooks
-                or self._backward_hooks
-                or self._backward_pre_hooks
-                or _module_mod._global_forward_hooks
-                or _module_mod._global_forward_pre_hooks
-                or _module_mod._global_backward_hooks
-                or _module_mod._global_backward_pre_hooks
-                or self._compiled_call_impl is not None
-                or torch._C._get_tracing_state()
-            )
-        ):
-            y = self._fast_eval(args[0])
-            if y is not None:
-                return y
-        return super().__call__(*args, **kwargs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            y = self._fast_eval(x)
+            y = self._fast_eval(x, self.__dict__)
             if y is not None:
                 return y
             if isinstance(x, torch.Tensor) and x.dtype == _F32:
@@ -220,24 +197,20 @@ class LookupFFN(FFNLayer):
                     return lookup_ops.run_forward(self._plan(), x2).reshape(x.shape)
         return super().forward(x)
 
-    def _fast_eval(self, x) -> torch.Tensor | None:
-        """Eval through the kernel with a handful of cheap checks, or None when anything is
-        unusual (dtype, device, shape, layout, grad, build missing); forward handles those."""
-        if ops._native is None or type(x) is not torch.Tensor:
+    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
+        """The kernel through the native LookupEval built with the current plan, or None when x
+        is unusual (forward then handles it). ``state`` is the module's __dict__."""
+        packed = state["_packed"]
+        if packed is not None:
+            y = packed[3](x)
+            if y is not None:
+                return y
+            if packed[3].current():
+                return None  # an unusual x
+        if ops._native is None:
             return None
-        if not (
-            x.dtype is _F32
-            and x.is_cpu
-            and x.dim() >= 1
-            and x.shape[-1] == self.d_model
-            and x.is_contiguous()
-            and not (x.requires_grad and torch.is_grad_enabled())
-        ):
-            return None
-        plan = self._plan()
-        y = torch.empty_like(x)  # (..., d_model) contiguous: the kernel's (N, d_model) rows
-        plan.run(x.data_ptr(), x.numel() // self.d_model, y.data_ptr(), 0, torch.get_num_threads())
-        return y
+        self._plan()  # the parameters changed (or first call): re-pack, retry once
+        return self._packed[3](x)
 
     # -- accounting -------------------------------------------------------------------------
 
