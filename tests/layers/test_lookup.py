@@ -400,3 +400,26 @@ def test_eval_fast_path_keeps_hooks_copies_and_pickles():
         clone.tables.add_(1.0)  # an in-place update of the copy re-packs the copy only
     assert not torch.equal(clone(x), expected)
     assert_kernel_close(loaded(x), expected)
+
+
+@pytest.mark.parametrize("projection", ["bh4", "dense"])
+def test_eval_call_re_packs_after_each_kind_of_parameter_change(projection):
+    # the native LookupEval watches each packed parameter's object, pointer and version
+    kw = {"block_size": 8} if projection == "bh4" else {}
+    layer = LookupFFN(32, num_tables=6, table_bits=3, projection=projection, **kw).eval()
+    x = safe_tokens(layer, 5)
+    assert_kernel_close(layer(x), layer.reference(x))
+    proj = layer.proj.blocks if projection == "bh4" else layer.proj.weight
+    with torch.no_grad():
+        layer.bias.add_(0.5)  # in place: same pointer, new version
+    assert_kernel_close(layer(x), layer.reference(x))
+    with torch.no_grad():
+        proj.data = proj.detach() * 0.5  # new storage under the same Parameter
+    assert_kernel_close(layer(x), layer.reference(x))
+    layer.tables = torch.nn.Parameter(layer.tables.detach().flip(1))  # a new Parameter object
+    assert_kernel_close(layer(x), layer.reference(x))
+    assert_kernel_close(layer(x.view(5, 1, 32)), layer.reference(x).view(5, 1, 32))  # 3-D
+    assert_kernel_close(layer(x.t().contiguous().t()), layer.reference(x))  # non-contiguous
+    assert layer(x[:0]).shape == (0, 32)
+    layer.set_table_dtype(torch.bfloat16)  # re-packed as bfloat16
+    assert_kernel_close(layer(x), layer.reference(x))
