@@ -2,10 +2,11 @@ import copy
 import gc
 import io
 
+import pytest
 import torch
 
 from liteffn import FastFeedForward
-from liteffn.ops import _hugemem
+from liteffn.ops import _hugemem, _outbuf
 
 HUGE = 2 << 20
 
@@ -46,3 +47,17 @@ def test_a_large_tree_keeps_its_huge_page_weights_through_load_copy_and_pickle()
     torch.save(ffn.state_dict(), buf)
     buf.seek(0)
     assert torch.equal(torch.load(buf)["w_out"], ffn.w_out.detach())
+
+
+def test_huge_page_tensors_cover_their_storage_so_safetensors_saves_them(tmp_path):
+    # safetensors (save_pretrained) refuses tensors that do not cover their whole storage
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    ffn = FastFeedForward(256, depth=11)  # w_in / w_out of 4 MiB: huge-page backed
+    assert ffn.w_in.untyped_storage().nbytes() == ffn.w_in.numel() * 4
+    pooled = _outbuf.empty((4096, 1024))  # 16 MiB: from the output pool
+    assert pooled.untyped_storage().nbytes() == pooled.numel() * 4
+    pooled.fill_(2.0)
+    path = tmp_path / "w.safetensors"
+    safetensors_torch.save_file({**ffn.state_dict(), "y": pooled}, str(path))
+    loaded = safetensors_torch.load_file(str(path))
+    assert torch.equal(loaded["w_out"], ffn.w_out.detach()) and torch.equal(loaded["y"], pooled)

@@ -38,11 +38,14 @@ def mapping(nbytes: int) -> mmap.mmap:
     return region
 
 
-def aligned(raw: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """The 2 MiB-aligned tensor of ``shape`` inside ``raw``, a uint8 tensor over a mapping."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    start = (-raw.data_ptr()) % _ALIGN
-    return raw[start : start + nbytes].view(dtype).view(shape)
+def aligned(buffer, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The 2 MiB-aligned tensor of ``shape`` inside ``buffer`` (a ``mapping`` or a memoryview
+    of one). Its storage is exactly the tensor (safetensors refuses to save a tensor that does
+    not cover its storage) and holds a reference to ``buffer``."""
+    base = torch.frombuffer(buffer, dtype=torch.uint8, count=1).data_ptr()
+    return torch.frombuffer(
+        buffer, dtype=dtype, count=math.prod(shape), offset=(-base) % _ALIGN
+    ).view(shape)
 
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -51,5 +54,4 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.T
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if nbytes < MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype)
-    raw = torch.frombuffer(mapping(nbytes), dtype=torch.uint8)  # holds the mapping
-    return aligned(raw, shape, dtype)
+    return aligned(mapping(nbytes), shape, dtype)

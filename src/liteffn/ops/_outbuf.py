@@ -46,10 +46,10 @@ class _Region:
     def free(self) -> bool:
         return self.loan is None or self.loan() is None
 
-    def lend(self) -> torch.Tensor:
+    def lend(self, shape: tuple[int, ...]) -> torch.Tensor:
         view = memoryview(self.map)
         self.loan = weakref.ref(view)
-        return torch.frombuffer(view, dtype=torch.uint8)  # its storage keeps `view` alive
+        return _hugemem.aligned(view, shape, torch.float32)  # its storage keeps `view` alive
 
 
 _regions: list[_Region] = []  # oldest first
@@ -84,5 +84,4 @@ def empty(shape: tuple[int, ...]) -> torch.Tensor:
         region = _take(nbytes)
         if region is None:
             return torch.empty(shape)
-        raw = region.lend()
-    return _hugemem.aligned(raw, shape, torch.float32)
+        return region.lend(shape)
