@@ -95,8 +95,8 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
             self.leaf_b2 = nn.Parameter(torch.empty(lv, d))
         self.register_parameter("b_out", nn.Parameter(torch.zeros(d)) if bias_out else None)
         self._entropy: torch.Tensor | None = None
-        # the native eval call for the weights as last validated (see _build_fast)
-        self._fast: tuple | None = None
+        # the native eval call (FFFEval) for the weights as last validated (see _build_fast)
+        self._fast = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -88,7 +88,7 @@ class LookupFFN(NativeEvalCall, FFNLayer):
             torch.randn(num_tables, 2**table_bits, d_model) * (num_tables * table_bits) ** -0.5
         )  # (h, 2^tau, d_model)
         self.bias = nn.Parameter(torch.zeros(d_model))
-        # (key, native plan, packed tensors, native eval call) as last packed by _plan
+        # (native plan, packed tensors, native eval call) as last packed by _plan
         self._packed: tuple | None = None
         self.set_table_dtype(table_dtype)
 
@@ -130,24 +130,18 @@ class LookupFFN(NativeEvalCall, FFNLayer):
 
     def _plan(self):
         """The native plan (``LookupPlan``) of the weights, re-packed when a parameter changed."""
-        # plain dict reads: nn.Module.__getattr__ costs microseconds, and this runs every call
-        own, proj = self._parameters, self._modules["proj"]._parameters
-        w = proj["blocks" if self.projection == "bh4" else "weight"]
-        pb, tables, bias = proj["bias"], own["tables"], own["bias"]
-        # in-place updates (optimizer steps, load_state_dict) bump the version counters, new
-        # storage (.to(), .data = ...) changes the pointers; set_table_dtype clears _packed
-        try:
-            key = (
-                w.data_ptr(), w._version, pb.data_ptr(), pb._version,
-                tables.data_ptr(), tables._version, bias.data_ptr(), bias._version,
-            )  # fmt: skip
-        except RuntimeError:  # inference-mode tensors have no version counter
-            key = (w.data_ptr(), pb.data_ptr(), tables.data_ptr(), bias.data_ptr())
         packed = self._packed
-        if packed is not None and packed[0] == key:
-            return packed[1]
+        # the LookupEval built with the plan watches the packed parameters: the same objects,
+        # pointers (new storage: .to(), .data = ...) and version counters (in-place updates:
+        # optimizer steps, load_state_dict); set_table_dtype clears _packed
+        if packed is not None and packed[2].current():
+            return packed[0]
+        # plain dict reads: nn.Module.__getattr__ costs microseconds
+        own, proj = self._parameters, self._modules["proj"]._parameters
+        bh4 = self.projection == "bh4"
+        weight_name = "blocks" if bh4 else "weight"
+        w, pb, tables, bias = proj[weight_name], proj["bias"], own["tables"], own["bias"]
         with torch.no_grad():
-            bh4 = self.projection == "bh4"
             keep = (
                 lookup_ops.pack_bh4(w) if bh4 else lookup_ops.pack_dense(w),
                 pb.detach().float().contiguous(),
@@ -167,11 +161,8 @@ class LookupFFN(NativeEvalCall, FFNLayer):
                 tables=keep[2],
                 bias=keep[3],
             )
-        bh4 = self.projection == "bh4"
-        call = ops.native().LookupEval(
-            plan, own, proj, "blocks" if bh4 else "weight", ops.torch_refs()
-        )
-        self._packed = (key, plan, keep, call)
+        call = ops.native().LookupEval(plan, own, proj, weight_name, ops.torch_refs())
+        self._packed = (plan, keep, call)
         return plan
 
     def _native_forward(self, x2: torch.Tensor, order: int = 0) -> torch.Tensor:
@@ -202,15 +193,15 @@ class LookupFFN(NativeEvalCall, FFNLayer):
         is unusual (forward then handles it). ``state`` is the module's __dict__."""
         packed = state["_packed"]
         if packed is not None:
-            y = packed[3](x)
+            y = packed[2](x)
             if y is not None:
                 return y
-            if packed[3].current():
+            if packed[2].current():
                 return None  # an unusual x
         if ops._native is None:
             return None
         self._plan()  # the parameters changed (or first call): re-pack, retry once
-        return self._packed[3](x)
+        return self._packed[2](x)
 
     # -- accounting -------------------------------------------------------------------------
 

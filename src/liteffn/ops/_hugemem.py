@@ -21,17 +21,17 @@ import mmap
 
 import torch
 
-__all__ = ["MIN_BYTES", "aligned", "empty", "mapping"]
+__all__ = ["ALIGN", "MIN_BYTES", "aligned", "empty", "mapping"]
 
 MIN_BYTES = 2 << 20  # smaller tensors: plain torch.empty (within one huge page anyway)
-_ALIGN = 2 << 20
+ALIGN = 2 << 20  # a mapping of nbytes spans nbytes + ALIGN, for the alignment
 
 
 def mapping(nbytes: int) -> mmap.mmap:
     """Private anonymous memory for an ``nbytes`` tensor starting on a 2 MiB boundary
     (``aligned``), advised for huge pages (shared mappings are shmem, which THP's "madvise"
     mode skips)."""
-    region = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region = mmap.mmap(-1, nbytes + ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         with contextlib.suppress(OSError):  # a kernel without THP: ordinary pages, still correct
             region.madvise(mmap.MADV_HUGEPAGE)
@@ -44,7 +44,7 @@ def aligned(buffer, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     not cover its storage) and holds a reference to ``buffer``."""
     base = torch.frombuffer(buffer, dtype=torch.uint8, count=1).data_ptr()
     return torch.frombuffer(
-        buffer, dtype=dtype, count=math.prod(shape), offset=(-base) % _ALIGN
+        buffer, dtype=dtype, count=math.prod(shape), offset=(-base) % ALIGN
     ).view(shape)
 
 

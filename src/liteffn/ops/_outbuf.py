@@ -29,8 +29,6 @@ __all__ = ["MAX_POOL_BYTES", "MIN_BYTES", "empty"]
 
 MIN_BYTES = 8 << 20  # smaller outputs fault in quickly enough: plain torch.empty
 MAX_POOL_BYTES = 256 << 20  # mapped bytes the pool may hold, in use or not
-_ALIGN = 2 << 20
-
 _lock = threading.Lock()
 
 
@@ -58,7 +56,7 @@ _regions: list[_Region] = []  # oldest first
 def _take(nbytes: int) -> _Region | None:
     """A free pooled region of at least nbytes (at most about twice that), or a new one; None
     when the pool is full of regions in use."""
-    need = nbytes + _ALIGN
+    need = nbytes + _hugemem.ALIGN  # the size of its mapping
     for r in _regions:
         if need <= r.size <= 2 * need and r.free():
             return r
