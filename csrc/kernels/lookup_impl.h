@@ -32,6 +32,8 @@ constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched (from
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
 constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
+constexpr int64_t kQueuedGroup = 32;       // token-major with a prefetch queue: tables summed
+                                           // in registers between two steps of the queue
 
 inline void prefetch_row(const void* p, int64_t bytes) {  // into L2 (rows from DRAM)
   const char* c = static_cast<const char*>(p);
@@ -61,15 +63,25 @@ inline void populate_for_write(void* p, int64_t bytes) {
 #endif
 }
 
+// project_tile's hooks when nothing is overlapped with the projection.
+struct NoProjectHooks {
+  void block() {}                // after each block product
+  void repeat_done(int64_t) {}   // columns [0, p1) of z are final for every token
+};
+
 // z (m, P) = project(x (m, d)); scratch xp, a, c each hold kProjTile * D floats (bh4 only).
-template <class Ops>
+// hooks.block() runs after each block product and hooks.repeat_done(p1) once columns [0, p1)
+// of z are final for all m tokens (bh4: after each repeat; dense: at the end).
+template <class Ops, class Hooks = NoProjectHooks>
 void project_tile(const float* x, int64_t m, const LookupDims& k, const float* wt,
-                  const float* pbias, float* z, float* xp, float* a, float* c) {
+                  const float* pbias, float* z, float* xp, float* a, float* c,
+                  Hooks&& hooks = Hooks{}) {
   const int64_t d = k.d, P = k.P;
   if (!k.bh4) {
     Ops::gemm(x, d, wt, P, z, P, m, P, d);  // (m, d) @ (d, P)
     for (int64_t t = 0; t < m; ++t)
       for (int64_t p = 0; p < P; ++p) z[t * P + p] += pbias[p];
+    hooks.repeat_done(P);
     return;
   }
   const int64_t D = k.D, b = k.b, nb = D / b;
@@ -87,8 +99,10 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
     for (int64_t s = 0; s < 4; ++s) {
       float* dst = (s % 2 == 0) ? a : c;
       const float* w = wt + (r * 4 + s) * nb * b * b;  // (nb, b_in, b_out) of this stage
-      for (int64_t j = 0; j < nb; ++j)  // block j: (m, b) @ (b, b), rows strided by D
+      for (int64_t j = 0; j < nb; ++j) {  // block j: (m, b) @ (b, b), rows strided by D
         Ops::gemm(src + j * b, D, w + j * b * b, b, dst + j * b, D, m, b, b);
+        hooks.block();
+      }
       for (int64_t t = 0; t < m; ++t) Ops::fwht(dst + t * D, D, scale);
       src = dst;
     }
@@ -96,6 +110,7 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
     for (int64_t t = 0; t < m; ++t)
       for (int64_t p = p0; p < p1; ++p)
         z[t * P + p] = (0.7f * src[t * D + p - p0] + 0.3f * x0[t * D + p - p0]) + pbias[p];
+    hooks.repeat_done(p1);
   }
 }
 
@@ -152,6 +167,67 @@ struct SliceStream {
     }
   }
 };
+
+// Row pieces (kChunk values of one table row) to prefetch into L2 a few at a time, spread
+// over other work (the projection's block products, the gather of rows already fetched), so
+// that the DRAM latency of rows hides behind it instead of adding to it.
+struct PieceQueue {
+  std::vector<const char*> pieces;
+  size_t next = 0;
+  int64_t piece_bytes = 0, per_step = 0;
+  int64_t pending() const { return static_cast<int64_t>(pieces.size() - next); }
+  void spread(int64_t steps) { per_step = (pending() + steps - 1) / std::max<int64_t>(1, steps); }
+  void step() {
+    for (int64_t i = 0; i < per_step && next < pieces.size(); ++i, ++next)
+      prefetch_row(pieces[next], piece_bytes);
+  }
+};
+
+// Token-major gather of tables [q0, q1): y (m, d) = (accumulate ? y : bias) + sum_q score *
+// row. Without a queue the next column chunk of every row is prefetched (rows from DRAM);
+// with one, the rows are expected in L2 already and the sum runs kQueuedGroup tables per call,
+// stepping the queue (the prefetches of rows gathered next) before each call.
+// Scratch: ybuf kChunk floats, offs and s >= q1 - q0.
+template <class Ops>
+void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
+                        const LookupDims& k, const void* tables, bool bf16, const float* bias,
+                        float* y, float* ybuf, int64_t* offs, float* s, int64_t q0, int64_t q1,
+                        bool accumulate, PieceQueue* queue) {
+  const int64_t d = k.d, h = k.h, nq = q1 - q0, nc = (d + kChunk - 1) / kChunk;
+  const int64_t chunk_stride = (int64_t{1} << k.tau) * kChunk;  // a row's next chunk
+  const int64_t esize = bf16 ? 2 : 4;
+  const int64_t group = queue ? kQueuedGroup : nq;  // tables summed in registers per call
+  const char* base = static_cast<const char*>(tables);
+  if (nq <= 0) return;
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t q = 0; q < nq; ++q) {  // chunk 0 of each row; chunk c is c * chunk_stride on
+      offs[q] = (q0 + q) * nc * chunk_stride + int64_t{codes[t * h + q0 + q]} * kChunk;
+      s[q] = scores[t * h + q0 + q];
+      if (!queue) prefetch_row(base + offs[q] * esize, kChunk * esize);
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
+      if (!queue && c + 1 < nc)
+        for (int64_t q = 0; q < nq; ++q)
+          prefetch_row(base + (offs[q] + (c + 1) * chunk_stride) * esize, kChunk * esize);
+      // a full chunk sums straight into y; the short last chunk through ybuf, zero-padded
+      const bool full = len == kChunk;
+      float* out = full ? y + t * d + c0 : ybuf;
+      if (!full) {
+        std::memcpy(ybuf, accumulate ? y + t * d + c0 : bias + c0, sizeof(float) * len);
+        std::fill(ybuf + len, ybuf + kChunk, 0.0f);
+      }
+      const float* init = full && !accumulate ? bias + c0 : out;
+      for (int64_t g0 = 0; g0 < nq; g0 += group) {
+        if (queue) queue->step();
+        Ops::gather_chunk(g0 == 0 ? init : out, out, tables, bf16, offs + g0, s + g0,
+                          std::min(group, nq - g0), false);
+      }
+      if (!full) std::memcpy(y + t * d + c0, ybuf, sizeof(float) * len);
+      for (int64_t q = 0; q < nq; ++q) offs[q] += chunk_stride;
+    }
+  }
+}
 
 // y (m, d) = bias + sum_k scores * tables[k, codes]; tables packed chunk-major
 // (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one contiguous block of
@@ -222,28 +298,8 @@ void gather_tile(const int32_t* codes, const float* scores, int64_t m, const Loo
     if (stream) Ops::fence();
     return;
   }
-  for (int64_t t = 0; t < m; ++t) {
-    for (int64_t q = 0; q < h; ++q) {  // chunk 0 of each row; chunk c is c * chunk_stride on
-      offs[q] = q * nc * chunk_stride + int64_t{codes[t * h + q]} * kChunk;
-      s[q] = scores[t * h + q];
-      prefetch_row(base + offs[q] * esize, kChunk * esize);
-    }
-    for (int64_t c = 0; c < nc; ++c) {
-      const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
-      if (c + 1 < nc)
-        for (int64_t q = 0; q < h; ++q)
-          prefetch_row(base + (offs[q] + (c + 1) * chunk_stride) * esize, kChunk * esize);
-      if (len == kChunk) {  // bias + the h rows straight into y
-        Ops::gather_chunk(bias + c0, y + t * d + c0, tables, bf16, offs, s, h, false);
-      } else {  // the short last chunk: through ybuf, zero-padded
-        std::memcpy(ybuf, bias + c0, sizeof(float) * len);
-        std::fill(ybuf + len, ybuf + kChunk, 0.0f);
-        Ops::gather_chunk(ybuf, ybuf, tables, bf16, offs, s, h, false);
-        std::memcpy(y + t * d + c0, ybuf, sizeof(float) * len);
-      }
-      for (int64_t q = 0; q < h; ++q) offs[q] += chunk_stride;
-    }
-  }
+  gather_token_major<Ops>(codes, scores, m, k, tables, bf16, bias, y, ybuf, offs, s, 0, h,
+                          false, nullptr);
 }
 
 // codes/scores (groups, m, kGroup) of tokens [s, s + ms) of a table-major tile of m tokens
@@ -291,6 +347,56 @@ void project_codes(const float* x, int64_t ms, int64_t s, int64_t m, const Looku
   tile_codes<Ops>(w.z.data(), ms, s, m, k, table_major, w.e.data(), w.cbuf.data(),
                   w.sbuf.data(), codes, scores);
 }
+
+// Batch-1 pipelining (token-major, BH4 with several repeats): the codes of the tables a
+// repeat completes are known before the next repeat runs, so their rows are prefetched while
+// it runs (a few pieces per block product); the last repeat's rows are prefetched while the
+// rows already fetched are summed. Used while the tile's rows fit in L2 beside the streamed
+// projection weights.
+constexpr int64_t kPipelineBytes = 256 << 10;
+
+template <class Ops>
+struct RowPipeline {
+  const LookupDims& k;
+  int64_t m;
+  const float* z;   // (m, P) the tile's projection, final up to the last repeat_done
+  float* e;         // P floats scratch
+  int32_t* codes;   // (m, h)
+  float* scores;    // (m, h)
+  const char* base;
+  int64_t done = 0;   // tables whose codes and scores are written
+  int64_t early = 0;  // tables whose rows were queued before the last repeat
+  PieceQueue queue;
+
+  RowPipeline(const LookupDims& k_, int64_t m_, const float* z_, float* e_, int32_t* codes_,
+              float* scores_, const void* tables, bool bf16)
+      : k(k_), m(m_), z(z_), e(e_), codes(codes_), scores(scores_),
+        base(static_cast<const char*>(tables)) {
+    queue.piece_bytes = kChunk * (bf16 ? 2 : 4);
+    queue.pieces.reserve(m * k.h * ((k.d + kChunk - 1) / kChunk));
+  }
+  void block() { queue.step(); }
+  void repeat_done(int64_t p1) {
+    const int64_t upto = std::min(k.h, p1 / k.tau);  // tables with all their bits in [0, p1)
+    if (upto <= done) return;
+    LookupDims sub = k;  // codes_scores reads only h, tau (and P) of its dims
+    sub.h = upto - done, sub.P = sub.h * k.tau;
+    const int64_t nc = (k.d + kChunk - 1) / kChunk;
+    const int64_t chunk_stride = (int64_t{1} << k.tau) * kChunk;
+    for (int64_t t = 0; t < m; ++t) {
+      codes_scores<Ops>(z + t * k.P + done * k.tau, sub, e, codes + t * k.h + done,
+                        scores + t * k.h + done);
+      for (int64_t q = done; q < upto; ++q)
+        for (int64_t c = 0; c < nc; ++c)
+          queue.pieces.push_back(
+              base + (q * nc * chunk_stride + int64_t{codes[t * k.h + q]} * kChunk +
+                      c * chunk_stride) * (queue.piece_bytes / kChunk));
+    }
+    if (upto < k.h) early = upto;
+    done = upto;
+    queue.spread(4 * (k.D / k.b));  // over the next repeat's 4 stages of D / b products
+  }
+};
 
 template <class Ops>
 void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* wt,
@@ -371,6 +477,21 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * kProjTile, m = std::min(kProjTile, n - t0);
+      if (k.bh4 && k.R > 1 && m * h * nc * kChunk * (bf16 ? 2 : 4) <= kPipelineBytes) {
+        RowPipeline<Ops> pipe(k, m, w.z.data(), w.e.data(), codes.data(), scores.data(), tables,
+                              bf16);
+        project_tile<Ops>(x + t0 * k.d, m, k, wt, pbias, w.z.data(), w.xp.data(), w.a.data(),
+                          w.c.data(), pipe);
+        // the early tables' rows (in L2 by now) while the queue fetches the others'
+        pipe.queue.spread(m * nc * ((pipe.early + kQueuedGroup - 1) / kQueuedGroup));
+        gather_token_major<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias,
+                                y + t0 * k.d, w.ybuf.data(), w.offs.data(), w.sbuf.data(), 0,
+                                pipe.early, false, &pipe.queue);
+        gather_token_major<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias,
+                                y + t0 * k.d, w.ybuf.data(), w.offs.data(), w.sbuf.data(),
+                                pipe.early, h, pipe.early > 0, nullptr);
+        continue;
+      }
       project_codes<Ops>(x + t0 * k.d, m, 0, m, k, wt, pbias, false, w, codes.data(),
                          scores.data());
       gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,

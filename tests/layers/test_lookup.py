@@ -366,6 +366,21 @@ def test_single_token_every_loop_order(isa, threads):
         torch.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("table_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("d", "h", "tau"), [(100, 40, 7), (512, 128, 8), (33, 7, 12)])
+def test_small_batches_pipelined_with_the_projection(isa, d, h, tau, table_dtype):
+    # several BH4 repeats and few tokens: rows of the tables an early repeat completes are
+    # fetched during the later repeats and summed first (tables straddling two repeats wait
+    # for the second; d = 100 ends in a short column chunk that the second pass adds to)
+    layer = make(d, h, tau)
+    layer.set_table_dtype(table_dtype)
+    assert layer.proj.repeats > 1
+    x = safe_tokens(layer, 31)
+    for n in (1, 2, 5, 31):
+        got = layer._native_forward(x[:n].contiguous(), 1)
+        assert_kernel_close(got, layer.reference(x[:n]), what=f"n={n}")
+
+
 def test_nan_inputs_every_loop_order(isa):
     layer = make(64, 16, 6)
     x = safe_tokens(layer, 9)
