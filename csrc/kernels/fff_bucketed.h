@@ -4,8 +4,9 @@
 // (A) every token walks the top `split` levels token-major (kWalk tokens at a time), whose
 //     rows stay cache-resident; a counting sort then groups the tokens by the subtree root they
 //     reached (bucket), so each bucket's tokens are contiguous;
-// (B) each bucket's tokens walk its subtree -- small enough to stay in L2 -- so the subtree's
-//     rows are fetched once per block instead of once per token; threads take whole buckets.
+// (B) each bucket's tokens walk its subtree -- at big batches small enough to stay in L2 --
+//     so the subtree's rows are fetched once per block instead of once per token; threads
+//     take whole buckets (smaller batches split higher: see run_bucketed).
 // After the last tree, a bucket's tokens are sorted by the leaf they reached: neighbours then
 // share most of their rows, and gather_sum_tokens forms y for kGroup of them at once, each
 // shared w_out chunk read from L2 once for the group. GELU runs in SIMD over each token's K
@@ -25,6 +26,8 @@ namespace {
 constexpr int kWalk = 8;  // tokens walked together (8 rows of x in flight: faster than 4, 12, 16)
 constexpr int64_t kBlock = 65536;         // tokens per bucketed block (bounds the scratch memory)
 constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between calls
+constexpr int64_t kBucketTokens = 32;     // tokens per bucket on average, at least, for each
+                                          // level of split (see run_bucketed)
 
 // Token-major walk of tokens ids[0..m) (block indices) through tree t, levels [l0, l1), from
 // local nodes node[0..m) (updated in place), recording raw a. rows/g are (n, K) by token.
@@ -92,7 +95,13 @@ void finish_bucket(const Descent& s, const int64_t* tok, int64_t m, int64_t leaf
 template <class Prim>
 void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float* g,
                   int64_t* node, int64_t* sorted, int64_t* order, int64_t* offsets) {
-  const int64_t split = s.levels / 2;
+  // The deeper the split, the smaller each subtree (at levels / 2 its rows stay in L2 while
+  // its bucket descends); but a bucket walks kWalk of its own tokens at a time, so buckets of
+  // a few tokens leave the dependent row loads' latency exposed (batch 128 at split 6: two
+  // tokens per bucket, measured 25% slower than split 2). Split no deeper than buckets of
+  // kBucketTokens tokens on average.
+  int64_t split = 0;
+  while (split < s.levels / 2 && (int64_t{2} << split) * kBucketTokens <= n) ++split;
   const int64_t buckets = int64_t{1} << split;  // nodes at level `split`
   const int64_t first = buckets - 1;            // local index of the first of them
   const int64_t span = int64_t{1} << (s.levels - 1 - split);  // leaves below each of them

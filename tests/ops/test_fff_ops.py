@@ -63,12 +63,13 @@ def test_deep_trees(isa, depth):
     assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, 1))
 
 
-@pytest.mark.parametrize("depth", [0, 16])
-def test_bucketed_schedule_at_the_depth_extremes(isa, depth):
-    # >= 64 tokens take the bucketed schedule: depth 0 (one level, split 0) and 16 (split 8)
+@pytest.mark.parametrize(("depth", "n"), [(0, 100), (16, 100), (16, 16384)])
+def test_bucketed_schedule_at_the_depth_extremes(isa, depth, n):
+    # >= 64 tokens take the bucketed schedule, split at level min(levels // 2, log2(n / 32)):
+    # depth 0 (one level, split 0), depth 16 at 100 tokens (split 1) and 16384 (split 8)
     d, trees = 8, 2
     w_in, b_in, w_out, b_out = make(d, depth, trees, bias_out=True)
-    x = grid(100, d)
+    x = grid(n, d)
     y, path, _ = run_native(x, w_in, b_in, w_out, depth, trees, b_out)
     assert_exact(path.long(), fff_paths(x, w_in, b_in, depth, trees)[0])
     assert_kernel_close(y, fff_reference(x, w_in, b_in, w_out, depth, trees, b_out), what=isa)
