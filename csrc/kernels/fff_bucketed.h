@@ -29,37 +29,6 @@ constexpr size_t kKeepBytes = 16u << 20;  // scratch kept per thread between cal
 constexpr int64_t kBucketTokens = 32;     // tokens per bucket on average, at least, for each
                                           // level of split (see run_bucketed)
 
-// Token-major walk of tokens ids[0..m) (block indices) through tree t, levels [l0, l1), from
-// local nodes node[0..m) (updated in place), recording raw a. rows/g are (n, K) by token.
-template <class Prim>
-void walk(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0, int64_t l1,
-          int64_t* node, int64_t* rows, float* g) {
-  const FFFArgs& a = s.a;
-  const int64_t d = a.d, row_bytes = d * static_cast<int64_t>(sizeof(float));
-  for (int64_t j0 = 0; j0 < m; j0 += kWalk) {
-    const int mg = static_cast<int>(std::min<int64_t>(kWalk, m - j0));
-    const float* xs[kWalk];
-    for (int j = 0; j < mg; ++j) xs[j] = a.x + ids[j0 + j] * d;
-    for (int64_t l = l0; l < l1; ++l) {
-      const float* ws[kWalk];
-      for (int j = 0; j < mg; ++j) {
-        const int64_t nj = node[j0 + j], r = t * s.nodes + nj;
-        ws[j] = a.w_in + r * d;
-        // both children 2n+1, 2n+2 are adjacent rows: whichever way the token goes, its next
-        // row is on its way
-        if (l + 1 < s.levels) Prim::prefetch(a.w_in + (t * s.nodes + 2 * nj + 1) * d, 2 * row_bytes);
-      }
-      float dot[kWalk];
-      Prim::dot_rows(mg, xs, ws, d, dot);
-      for (int j = 0; j < mg; ++j) {
-        const int64_t i = ids[j0 + j], col = t * s.levels + l;
-        node[j0 + j] = s.record<true>(i, t, l, node[j0 + j], dot[j], rows + i * s.k + col,
-                                      g + i * s.k + col);
-      }
-    }
-  }
-}
-
 // y for the m tokens tok[0..m) of one bucket, whose last-tree leaves lie in [leaf0, leaf0 +
 // span): counting-sort them by leaf into order[0..m) (count: span + 1 scratch), GELU their
 // recorded values, then gather kGroup neighbours at a time.
@@ -114,7 +83,7 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
     for (int64_t c = 0; c < (n + 63) / 64; ++c) {
       const int64_t c0 = c * 64, m = std::min<int64_t>(64, n - c0);
       std::fill(node + c0, node + c0 + m, 0);
-      walk<Prim>(s, sorted + c0, m, t, 0, split, node + c0, rows, g);
+      descend<Prim, kWalk, true, false>(s, sorted + c0, m, t, 0, split, node + c0, rows, g);
     }
     // counting sort by subtree root: offsets[b] .. offsets[b+1] are bucket b's tokens
     std::fill(offsets, offsets + buckets + 1, 0);
@@ -131,7 +100,8 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
         const int64_t p0 = offsets[b], m = offsets[b + 1] - p0;
         if (m == 0) continue;
         std::fill(node + p0, node + p0 + m, first + b);  // by sorted position from here on
-        walk<Prim>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
+        descend<Prim, kWalk, true, false>(s, sorted + p0, m, t, split, s.levels, node + p0, rows,
+                                          g);
         if (last_tree)
           finish_bucket<Prim>(s, sorted + p0, m, leaf_first + b * span, span, order + p0,
                               count.data(), rows, g);

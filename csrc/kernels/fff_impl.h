@@ -69,13 +69,6 @@ struct Descent {
     return 2 * node + 1 + (act > 0.0f ? 1 : 0);  // NaN compares false: left
   }
 
-  // record() into token i's (K,) scratch rows/g, at column t*levels + l.
-  inline int64_t step(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* rows,
-                      float* g) const {
-    const int64_t col = t * levels + l;
-    return record(i, t, l, node, dot, rows + col, g + col);
-  }
-
   // The forest schedule pays off when there are several trees and each is small enough that
   // its rows stay in L2 while a tile of tokens walks it.
   bool forest() const {
@@ -84,34 +77,36 @@ struct Descent {
 };
 
 // Token-major descent of tokens ids[0..m) (global indices) through tree t, levels [l0, l1),
-// starting at local nodes node[0..m) (updated in place). rows/g are (n, K) scratch by token.
-template <class Prim>
-void descend_token_major(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0,
-                         int64_t l1, int64_t* node, int64_t* rows, float* g, int64_t base = 0) {
+// starting at local nodes node[0..m) (updated in place), G tokens at a time so that their
+// dependent row loads overlap. Each level's (row, a) goes to token i's (K,) scratch row
+// i - base of rows/g, at column t*levels + l: gelu(a), or a itself with kRaw (the caller then
+// runs gelu_n). Every visited node's children 2n+1, 2n+2 are adjacent rows: whichever way the
+// token goes, its next row is on its way; with kPrefetchOut the node's output row (read by
+// gather_sum next) too. Prefetching whole rows, or grandchildren too, measured slower than
+// touching their starts.
+template <class Prim, int G, bool kRaw, bool kPrefetchOut>
+void descend(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0, int64_t l1,
+             int64_t* node, int64_t* rows, float* g, int64_t base = 0) {
   const FFFArgs& a = s.a;
   const int64_t d = a.d;
   const int64_t row_bytes = d * static_cast<int64_t>(sizeof(float));
-  for (int64_t j0 = 0; j0 < m; j0 += kGroup) {
-    const int mg = static_cast<int>(std::min<int64_t>(kGroup, m - j0));
-    const float* xs[kGroup];
+  for (int64_t j0 = 0; j0 < m; j0 += G) {
+    const int mg = static_cast<int>(std::min<int64_t>(G, m - j0));
+    const float* xs[G];
     for (int j = 0; j < mg; ++j) xs[j] = a.x + ids[j0 + j] * d;
     for (int64_t l = l0; l < l1; ++l) {
-      const float* ws[kGroup];
+      const float* ws[G];
       for (int j = 0; j < mg; ++j) {
         const int64_t nj = node[j0 + j], r = t * s.nodes + nj;
         ws[j] = a.w_in + r * d;
-        // this node's output row (read by gather_sum) and both children 2n+1, 2n+2, which are
-        // adjacent rows: whichever way the token goes, its next row is on its way. Prefetching
-        // whole rows, or grandchildren too, measured slower here than touching their starts.
-        Prim::prefetch(a.w_out + r * d, row_bytes);
+        if (kPrefetchOut) Prim::prefetch(a.w_out + r * d, row_bytes);
         if (l + 1 < s.levels) Prim::prefetch(a.w_in + (t * s.nodes + 2 * nj + 1) * d, 2 * row_bytes);
       }
-      float dot[kGroup];
+      float dot[G];
       Prim::dot_rows(mg, xs, ws, d, dot);
       for (int j = 0; j < mg; ++j) {
-        const int64_t i = ids[j0 + j];
-        node[j0 + j] = s.step(i, t, l, node[j0 + j], dot[j], rows + (i - base) * s.k,
-                              g + (i - base) * s.k);
+        const int64_t i = ids[j0 + j], at = (i - base) * s.k + t * s.levels + l;
+        node[j0 + j] = s.record<kRaw>(i, t, l, node[j0 + j], dot[j], rows + at, g + at);
       }
     }
   }
@@ -127,7 +122,7 @@ void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, fl
     for (int64_t j = 0; j < m; ++j) ids[j] = i0 + j;
     for (int t = 0; t < s.a.trees; ++t) {
       for (int64_t j = 0; j < m; ++j) node[j] = 0;
-      descend_token_major<Prim>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
+      descend<Prim, kGroup, false, true>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
     }
     for (int64_t j = 0; j < m; ++j)
       Prim::gather_sum(s.a.y + (i0 + j) * s.a.d, s.a.b_out, s.a.w_out, rows + j * s.k,
