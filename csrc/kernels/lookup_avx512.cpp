@@ -118,6 +118,10 @@ inline __m512 load_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// 16 table values as floats: float32 as stored, or bfloat16 bit patterns widened.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) { return load_bf16(p); }
+
 struct Avx512Ops {
   static void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                    int64_t ldc, int64_t M, int64_t N, int64_t K) {
@@ -190,41 +194,30 @@ struct Avx512Ops {
     static_assert(kChunk == 64, "4 registers of 16 floats");
     __m512 a[4], b[4];
     for (int u = 0; u < 4; ++u) a[u] = _mm512_loadu_ps(init + 16 * u), b[u] = _mm512_setzero_ps();
-    int64_t g = 0;
-    if (bf16) {
-      const uint16_t* base = static_cast<const uint16_t*>(tables);
-      for (; g + 2 <= G; g += 2) {
-        const __m512 s0 = _mm512_set1_ps(s[g]), s1 = _mm512_set1_ps(s[g + 1]);
-        const uint16_t *r0 = base + offs[g], *r1 = base + offs[g + 1];
-        for (int u = 0; u < 4; ++u) {
-          a[u] = _mm512_fmadd_ps(s0, load_bf16(r0 + 16 * u), a[u]);
-          b[u] = _mm512_fmadd_ps(s1, load_bf16(r1 + 16 * u), b[u]);
-        }
-      }
-      if (g < G) {
-        const __m512 s0 = _mm512_set1_ps(s[g]);
-        for (int u = 0; u < 4; ++u) a[u] = _mm512_fmadd_ps(s0, load_bf16(base + offs[g] + 16 * u), a[u]);
-      }
-    } else {
-      const float* base = static_cast<const float*>(tables);
-      for (; g + 2 <= G; g += 2) {
-        const __m512 s0 = _mm512_set1_ps(s[g]), s1 = _mm512_set1_ps(s[g + 1]);
-        const float *r0 = base + offs[g], *r1 = base + offs[g + 1];
-        for (int u = 0; u < 4; ++u) {
-          a[u] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(r0 + 16 * u), a[u]);
-          b[u] = _mm512_fmadd_ps(s1, _mm512_loadu_ps(r1 + 16 * u), b[u]);
-        }
-      }
-      if (g < G) {
-        const __m512 s0 = _mm512_set1_ps(s[g]);
-        for (int u = 0; u < 4; ++u)
-          a[u] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(base + offs[g] + 16 * u), a[u]);
-      }
-    }
+    if (bf16) sum_rows(static_cast<const uint16_t*>(tables), offs, s, G, a, b);
+    else sum_rows(static_cast<const float*>(tables), offs, s, G, a, b);
     if (stream)  // y 64-byte aligned, written once: non-temporal, no read-for-ownership
       for (int u = 0; u < 4; ++u) _mm512_stream_ps(y + 16 * u, _mm512_add_ps(a[u], b[u]));
     else
       for (int u = 0; u < 4; ++u) _mm512_storeu_ps(y + 16 * u, _mm512_add_ps(a[u], b[u]));
+  }
+  // a (even g) and b (odd g) += s[g] * the kChunk values at base + offs[g], g < G.
+  template <typename T>
+  static void sum_rows(const T* base, const int64_t* offs, const float* s, int64_t G,
+                       __m512 (&a)[4], __m512 (&b)[4]) {
+    int64_t g = 0;
+    for (; g + 2 <= G; g += 2) {
+      const __m512 s0 = _mm512_set1_ps(s[g]), s1 = _mm512_set1_ps(s[g + 1]);
+      const T *r0 = base + offs[g], *r1 = base + offs[g + 1];
+      for (int u = 0; u < 4; ++u) {
+        a[u] = _mm512_fmadd_ps(s0, load16(r0 + 16 * u), a[u]);
+        b[u] = _mm512_fmadd_ps(s1, load16(r1 + 16 * u), b[u]);
+      }
+    }
+    if (g < G) {
+      const __m512 s0 = _mm512_set1_ps(s[g]);
+      for (int u = 0; u < 4; ++u) a[u] = _mm512_fmadd_ps(s0, load16(base + offs[g] + 16 * u), a[u]);
+    }
   }
   static void fence() { _mm_sfence(); }  // order the streaming stores before returning
   static float dot(const float* a, const float* b, int64_t d) {
