@@ -47,6 +47,18 @@ inline __m256 gelu8(__m256 a) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), a), one_plus);
 }
 
+// This level's registers for gather_tokens_chunks (fff_x86.h).
+struct Vec8 {
+  using Reg = __m256;
+  static constexpr int64_t kLanes = 8;
+  static Reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg set1(float v) { return _mm256_set1_ps(v); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
+  static void stream(float* p, Reg v) { _mm256_stream_ps(p, v); }  // p aligned to the register
+};
+
 struct Prim : X86Hints {
   static void gelu_n(float* v, int64_t m) {
     int64_t j = 0;
@@ -193,37 +205,8 @@ struct Prim : X86Hints {
                               int64_t d, bool stream) {
     for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 31) == 0;
     stream = stream && d % 8 == 0;
-    const uint64_t same = shared_rows<M>(rows, k);
-    int64_t c = 0;
-    for (; c + 32 <= d; c += 32) {
-      __m256 acc[M][4];
-      for (int j = 0; j < M; ++j)
-        for (int u = 0; u < 4; ++u)
-          acc[j][u] = b_out ? _mm256_loadu_ps(b_out + c + 8 * u) : _mm256_setzero_ps();
-      for (int64_t e = 0; e < k; ++e) {
-        if (e < 64 && (same >> e & 1)) {
-          const float* w = w_out + rows[0][e] * d + c;
-          __m256 wv[4];
-          for (int u = 0; u < 4; ++u) wv[u] = _mm256_loadu_ps(w + 8 * u);
-          for (int j = 0; j < M; ++j) {
-            const __m256 gj = _mm256_set1_ps(g[j][e]);
-            for (int u = 0; u < 4; ++u) acc[j][u] = _mm256_fmadd_ps(gj, wv[u], acc[j][u]);
-          }
-          continue;
-        }
-        for (int j = 0; j < M; ++j) {
-          const float* w = w_out + rows[j][e] * d + c;
-          const __m256 gj = _mm256_set1_ps(g[j][e]);
-          for (int u = 0; u < 4; ++u)
-            acc[j][u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[j][u]);
-        }
-      }
-      for (int j = 0; j < M; ++j)
-        for (int u = 0; u < 4; ++u) {
-          if (stream) _mm256_stream_ps(ys[j] + c + 8 * u, acc[j][u]);
-          else _mm256_storeu_ps(ys[j] + c + 8 * u, acc[j][u]);
-        }
-    }
+    int64_t c = gather_tokens_chunks<Vec8, M>(ys, b_out, w_out, rows, g, k, d, stream,
+                                              shared_rows<M>(rows, k));
     for (; c + 8 <= d; c += 8)
       for (int j = 0; j < M; ++j) {
         __m256 acc = b_out ? _mm256_loadu_ps(b_out + c) : _mm256_setzero_ps();

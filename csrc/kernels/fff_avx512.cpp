@@ -44,6 +44,18 @@ inline __m512 gelu16(__m512 a) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), a), one_plus);
 }
 
+// This level's registers for gather_tokens_chunks (fff_x86.h).
+struct Vec16 {
+  using Reg = __m512;
+  static constexpr int64_t kLanes = 16;
+  static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg set1(float v) { return _mm512_set1_ps(v); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+  static void stream(float* p, Reg v) { _mm512_stream_ps(p, v); }  // p aligned to the register
+};
+
 struct Prim : X86Hints {
   static void gelu_n(float* v, int64_t m) {
     for (int64_t j = 0; j < m; j += 16) {
@@ -179,37 +191,8 @@ struct Prim : X86Hints {
                               int64_t d, bool stream) {
     for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 63) == 0;
     stream = stream && d % 16 == 0;
-    const uint64_t same = shared_rows<M>(rows, k);
-    int64_t c = 0;
-    for (; c + 64 <= d; c += 64) {
-      __m512 acc[M][4];
-      for (int j = 0; j < M; ++j)
-        for (int u = 0; u < 4; ++u)
-          acc[j][u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
-      for (int64_t e = 0; e < k; ++e) {
-        if (e < 64 && (same >> e & 1)) {
-          const float* w = w_out + rows[0][e] * d + c;
-          __m512 wv[4];
-          for (int u = 0; u < 4; ++u) wv[u] = _mm512_loadu_ps(w + 16 * u);
-          for (int j = 0; j < M; ++j) {
-            const __m512 gj = _mm512_set1_ps(g[j][e]);
-            for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(gj, wv[u], acc[j][u]);
-          }
-          continue;
-        }
-        for (int j = 0; j < M; ++j) {
-          const float* w = w_out + rows[j][e] * d + c;
-          const __m512 gj = _mm512_set1_ps(g[j][e]);
-          for (int u = 0; u < 4; ++u)
-            acc[j][u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[j][u]);
-        }
-      }
-      for (int j = 0; j < M; ++j)
-        for (int u = 0; u < 4; ++u) {
-          if (stream) _mm512_stream_ps(ys[j] + c + 16 * u, acc[j][u]);
-          else _mm512_storeu_ps(ys[j] + c + 16 * u, acc[j][u]);
-        }
-    }
+    int64_t c = gather_tokens_chunks<Vec16, M>(ys, b_out, w_out, rows, g, k, d, stream,
+                                               shared_rows<M>(rows, k));
     for (; c < d; c += 16) {
       const __mmask16 mk = tail_mask(d - c);
       __m512 acc[M];

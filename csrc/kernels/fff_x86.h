@@ -33,5 +33,47 @@ struct X86Hints {
   }
 };
 
+// The full-width part of gather_sum_tokens at one SIMD level, for M tokens at once: columns
+// [0, c) for the largest c <= d that is a whole number of 4-register chunks; returns c (each
+// level does the column tail its own way). V is the level's register type and operations
+// (Reg, kLanes, load, zero, set1, fmadd, store, stream), defined in its own translation unit.
+// A row all M tokens share (bit e of `same`, from shared_rows) is loaded once per chunk for
+// all of them. Each y element is the same sum in the same order as gather_sum's.
+template <class V, int M>
+int64_t gather_tokens_chunks(float* const* ys, const float* b_out, const float* w_out,
+                             const int64_t* const* rows, const float* const* g, int64_t k,
+                             int64_t d, bool stream, uint64_t same) {
+  constexpr int64_t L = V::kLanes;
+  int64_t c = 0;
+  for (; c + 4 * L <= d; c += 4 * L) {
+    typename V::Reg acc[M][4];
+    for (int j = 0; j < M; ++j)
+      for (int u = 0; u < 4; ++u) acc[j][u] = b_out ? V::load(b_out + c + L * u) : V::zero();
+    for (int64_t e = 0; e < k; ++e) {
+      if (e < 64 && (same >> e & 1)) {
+        const float* w = w_out + rows[0][e] * d + c;
+        typename V::Reg wv[4];
+        for (int u = 0; u < 4; ++u) wv[u] = V::load(w + L * u);
+        for (int j = 0; j < M; ++j) {
+          const typename V::Reg gj = V::set1(g[j][e]);
+          for (int u = 0; u < 4; ++u) acc[j][u] = V::fmadd(gj, wv[u], acc[j][u]);
+        }
+        continue;
+      }
+      for (int j = 0; j < M; ++j) {
+        const float* w = w_out + rows[j][e] * d + c;
+        const typename V::Reg gj = V::set1(g[j][e]);
+        for (int u = 0; u < 4; ++u) acc[j][u] = V::fmadd(gj, V::load(w + L * u), acc[j][u]);
+      }
+    }
+    for (int j = 0; j < M; ++j)
+      for (int u = 0; u < 4; ++u) {
+        if (stream) V::stream(ys[j] + c + L * u, acc[j][u]);
+        else V::store(ys[j] + c + L * u, acc[j][u]);
+      }
+  }
+  return c;
+}
+
 }  // namespace
 }  // namespace liteffn
