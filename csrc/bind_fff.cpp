@@ -120,8 +120,9 @@ class FFFEval {
                     depth_,
                     trees_};
     if (n > 0) {
+      const int64_t y_bytes = n * d_ * static_cast<int64_t>(sizeof(float));
       py::gil_scoped_release release;
-      advise_huge_pages(a.y, n * d_ * static_cast<int64_t>(sizeof(float)));
+      if (y_bytes < torch_.large_bytes) advise_huge_pages(a.y, y_bytes);  // pooled: advised
       run_fff(a, threads);
     }
     return y;
