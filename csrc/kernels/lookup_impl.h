@@ -145,6 +145,12 @@ void codes_scores(const float* z, const LookupDims& k, float* e, int32_t* codes,
   }
 }
 
+// Element offset of table q's row `row`, column chunk c, in the packed (h, nc, rows, kChunk)
+// tables (see lookup.h).
+inline int64_t packed_offset(int64_t q, int64_t row, int64_t c, int64_t nc, int64_t tau) {
+  return ((q * nc + c) << tau) * kChunk + row * kChunk;
+}
+
 // Table-major: streams the next (chunk, group) slice -- gn tables' contiguous blocks of
 // rows * kChunk values -- into L2 a few lines per token of the current one, in address order
 // (the hardware prefetchers follow sequential lines; the tokens' own reads are random and
@@ -205,7 +211,7 @@ void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
   if (nq <= 0) return;
   for (int64_t t = 0; t < m; ++t) {
     for (int64_t q = 0; q < nq; ++q) {  // chunk 0 of each row; chunk c is c * chunk_stride on
-      offs[q] = (q0 + q) * nc * chunk_stride + int64_t{codes[t * h + q0 + q]} * kChunk;
+      offs[q] = packed_offset(q0 + q, codes[t * h + q0 + q], 0, nc, k.tau);
       s[q] = scores[t * h + q0 + q];
       if (!queue) prefetch_row(base + offs[q] * esize, kChunk * esize);
     }
@@ -233,77 +239,68 @@ void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
   }
 }
 
-// y (m, d) = bias + sum_k scores * tables[k, codes]; tables packed chunk-major
-// (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one contiguous block of
-// rows * kChunk values, a row's chunk is kChunk contiguous values.
-//
-// Token-major (small batches, latency-bound): codes/scores (m, h); per token and chunk, the sum
-// over all h tables runs in registers while the next chunk's rows are prefetched.
-// Table-major (big batches): codes/scores grouped as (ceil(h / kGroup), m, kGroup), codes
-// pre-multiplied by kChunk; per chunk and group of kGroup tables, every token of the tile adds
-// its kGroup rows to its partial sum in ybuf (m, kChunk). The group's slice (kGroup x rows x
-// kChunk) stays in L2 while the tile's tokens read it, so each table byte comes from DRAM about
-// once per tile, and codes, scores and ybuf are read as sequential streams.
-// Scratch: ybuf >= m * kChunk floats (table-major) or kChunk (token-major), offs and s >= h.
-// Table-major only: column chunks [c_begin, c_end) (default: all), so that several threads can
-// share one tile, each with its own chunks (each table byte then comes from DRAM once per tile,
-// not once per thread).
+// Table-major gather (big batches): y (m, d) = bias + sum_k scores * tables[k, codes], tables
+// packed chunk-major (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one
+// contiguous block of rows * kChunk values, a row's chunk is kChunk contiguous values.
+// codes/scores are grouped as (ceil(h / kGroup), m, kGroup), codes pre-multiplied by kChunk;
+// per chunk and group of kGroup tables, every token of the tile adds its kGroup rows to its
+// partial sum in ybuf (m, kChunk). The group's slice (kGroup x rows x kChunk) stays in L2
+// while the tile's tokens read it, so each table byte comes from DRAM about once per tile, and
+// codes, scores and ybuf are read as sequential streams.
+// Scratch: ybuf >= m * kChunk floats, offs >= kGroup. Column chunks [c_begin, c_end) (default:
+// all), so that several threads can share one tile, each with its own chunks (each table byte
+// then comes from DRAM once per tile, not once per thread).
 template <class Ops>
-void gather_tile(const int32_t* codes, const float* scores, int64_t m, const LookupDims& k,
-                 const void* tables, bool bf16, const float* bias, float* y, bool table_major,
-                 float* ybuf, int64_t* offs, float* s, int64_t c_begin = 0,
-                 int64_t c_end = INT64_MAX) {
+void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
+                        const LookupDims& k, const void* tables, bool bf16, const float* bias,
+                        float* y, float* ybuf, int64_t* offs, int64_t c_begin = 0,
+                        int64_t c_end = INT64_MAX) {
   const int64_t d = k.d, h = k.h, rows = int64_t{1} << k.tau, nc = (d + kChunk - 1) / kChunk;
   const int64_t chunk_stride = rows * kChunk;  // elements between a row's consecutive chunks
   const int64_t esize = bf16 ? 2 : 4;
   const char* base = static_cast<const char*>(tables);
-  if (table_major) {
-    int64_t chunk_base[kGroup];
-    const int64_t chunk_bytes = chunk_stride * esize;  // one table's block of a chunk
-    // output rows 64-byte aligned (y aligned, d % 16 == 0): stream the finished chunks
-    const bool stream = reinterpret_cast<uintptr_t>(y) % 64 == 0 && d % 16 == 0;
-    SliceStream next;
-    for (int64_t c = c_begin; c < std::min(nc, c_end); ++c) {
-      const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
-      // a full chunk starts its sums from the bias and stores the last group's straight into
-      // y; the short last chunk (d % kChunk columns) goes through ybuf, zero-padded
-      const bool full = len == kChunk;
-      if (!full)
-        for (int64_t t = 0; t < m; ++t) {
-          std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
-          std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
-        }
-      for (int64_t g0 = 0, grp = 0; g0 < h; g0 += kGroup, ++grp) {
-        const int64_t gn = std::min(kGroup, h - g0);
-        const bool first = full && g0 == 0, last = full && g0 + kGroup >= h;
-        if (g0 + kGroup < h) next.start(base, c, g0 + kGroup, h, nc, chunk_bytes, m);
-        else if (c + 1 < std::min(nc, c_end)) next.start(base, c + 1, 0, h, nc, chunk_bytes, m);
-        else next.stop();
-        for (int64_t g = 0; g < gn; ++g) chunk_base[g] = ((g0 + g) * nc + c) * chunk_stride;
-        const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
-        const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
-        for (int64_t t = 0; t < m; ++t) {
-          if (t + kTableMajorAhead < m)  // a later token's rows (in L2): hide the L2 latency
-            for (int64_t g = 0; g < gn; ++g)
-              prefetch_row_l1(
-                  base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
-                  kChunk * esize);
-          next.step();
-          for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
-          float* acc = ybuf + t * kChunk;  // this token's partial sum of the chunk
-          Ops::gather_chunk(first ? bias + c0 : acc, last ? y + t * d + c0 : acc, tables, bf16,
-                            offs, rs + t * kGroup, gn, last && stream);
-        }
+  int64_t chunk_base[kGroup];
+  const int64_t chunk_bytes = chunk_stride * esize;  // one table's block of a chunk
+  // output rows 64-byte aligned (y aligned, d % 16 == 0): stream the finished chunks
+  const bool stream = reinterpret_cast<uintptr_t>(y) % 64 == 0 && d % 16 == 0;
+  SliceStream next;
+  for (int64_t c = c_begin; c < std::min(nc, c_end); ++c) {
+    const int64_t c0 = c * kChunk, len = std::min(kChunk, d - c0);
+    // a full chunk starts its sums from the bias and stores the last group's straight into
+    // y; the short last chunk (d % kChunk columns) goes through ybuf, zero-padded
+    const bool full = len == kChunk;
+    if (!full)
+      for (int64_t t = 0; t < m; ++t) {
+        std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
+        std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
       }
-      if (!full)
-        for (int64_t t = 0; t < m; ++t)
-          std::memcpy(y + t * d + c0, ybuf + t * kChunk, sizeof(float) * len);
+    for (int64_t g0 = 0, grp = 0; g0 < h; g0 += kGroup, ++grp) {
+      const int64_t gn = std::min(kGroup, h - g0);
+      const bool first = full && g0 == 0, last = full && g0 + kGroup >= h;
+      if (g0 + kGroup < h) next.start(base, c, g0 + kGroup, h, nc, chunk_bytes, m);
+      else if (c + 1 < std::min(nc, c_end)) next.start(base, c + 1, 0, h, nc, chunk_bytes, m);
+      else next.stop();
+      for (int64_t g = 0; g < gn; ++g) chunk_base[g] = packed_offset(g0 + g, 0, c, nc, k.tau);
+      const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
+      const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
+      for (int64_t t = 0; t < m; ++t) {
+        if (t + kTableMajorAhead < m)  // a later token's rows (in L2): hide the L2 latency
+          for (int64_t g = 0; g < gn; ++g)
+            prefetch_row_l1(
+                base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
+                kChunk * esize);
+        next.step();
+        for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
+        float* acc = ybuf + t * kChunk;  // this token's partial sum of the chunk
+        Ops::gather_chunk(first ? bias + c0 : acc, last ? y + t * d + c0 : acc, tables, bf16,
+                          offs, rs + t * kGroup, gn, last && stream);
+      }
     }
-    if (stream) Ops::fence();
-    return;
+    if (!full)
+      for (int64_t t = 0; t < m; ++t)
+        std::memcpy(y + t * d + c0, ybuf + t * kChunk, sizeof(float) * len);
   }
-  gather_token_major<Ops>(codes, scores, m, k, tables, bf16, bias, y, ybuf, offs, s, 0, h,
-                          false, nullptr);
+  if (stream) Ops::fence();
 }
 
 // codes/scores (groups, m, kGroup) of tokens [s, s + ms) of a table-major tile of m tokens
@@ -353,7 +350,7 @@ struct ForwardScratch {
   }
 };
 
-// A thread's token-major scratch, kept between calls: a batch-1 call spent ~2 µs (7%, C++
+// A thread's token-major scratch, kept between calls: a batch-1 call spent ~1.5 µs (5%, C++
 // harness) allocating and clearing fresh buffers whose memory had gone cold. Released after a
 // call that left it above kKeepScratchBytes.
 constexpr size_t kKeepScratchBytes = 16u << 20;
@@ -411,16 +408,13 @@ struct RowPipeline {
     if (upto <= done) return;
     LookupDims sub = k;  // codes_scores reads only h, tau (and P) of its dims
     sub.h = upto - done, sub.P = sub.h * k.tau;
-    const int64_t nc = (k.d + kChunk - 1) / kChunk;
-    const int64_t chunk_stride = (int64_t{1} << k.tau) * kChunk;
+    const int64_t nc = (k.d + kChunk - 1) / kChunk, esize = queue.piece_bytes / kChunk;
     for (int64_t t = 0; t < m; ++t) {
       codes_scores<Ops>(z + t * k.P + done * k.tau, sub, e, codes + t * k.h + done,
                         scores + t * k.h + done);
       for (int64_t q = done; q < upto; ++q)
         for (int64_t c = 0; c < nc; ++c)
-          queue.pieces.push_back(
-              base + (q * nc * chunk_stride + int64_t{codes[t * k.h + q]} * kChunk +
-                      c * chunk_stride) * (queue.piece_bytes / kChunk));
+          queue.pieces.push_back(base + packed_offset(q, codes[t * k.h + q], c, nc, k.tau) * esize);
     }
     if (upto < k.h) early = upto;
     done = upto;
@@ -465,8 +459,8 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
             project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
                                pbias, true, w, tc.data(), ts.data());
           populate_for_write(y + t0 * k.d, m * k.d * static_cast<int64_t>(sizeof(float)));
-          gather_tile<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d, true,
-                           w.ybuf.data(), w.offs.data(), w.sbuf.data());
+          gather_table_major<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d,
+                                  w.ybuf.data(), w.offs.data());
         }
       }
       return;
@@ -491,8 +485,8 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
         // implicit barrier: the tile's codes are complete
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t cc = 0; cc < nc; ++cc)
-          gather_tile<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, true, w.ybuf.data(),
-                           w.offs.data(), w.sbuf.data(), cc, cc + 1);
+          gather_table_major<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, w.ybuf.data(),
+                                  w.offs.data(), cc, cc + 1);
       }
     }
     return;
@@ -527,15 +521,16 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
       }
       project_codes<Ops>(x + t0 * k.d, m, 0, m, k, wt, pbias, false, w, codes.data(),
                          scores.data());
-      gather_tile<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias, y + t0 * k.d,
-                       false, w.ybuf.data(), w.offs.data(), w.sbuf.data());
+      gather_token_major<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias,
+                              y + t0 * k.d, w.ybuf.data(), w.offs.data(), w.sbuf.data(), 0, h,
+                              false, nullptr);
     }
     if (kept.bytes() > kKeepScratchBytes) kept = TokenMajorScratch{};
   }
 }
 
 // Training gather from packed tables (chunk-major, as the inference kernel): the table-major
-// loop of gather_tile over tiles of tokens, for big batches where reading rows straight from
+// loop of gather_table_major over tiles of tokens, for big batches where reading rows straight from
 // the (h, rows, d) parameter would be DRAM-bound. codes/scores (n, h), y (n, d) overwritten.
 template <class Ops>
 void gather_packed_impl(const int32_t* codes, const float* scores, const void* packed, bool bf16,
@@ -554,8 +549,8 @@ void gather_packed_impl(const int32_t* codes, const float* scores, const void* p
   threads = clamp_threads(threads, nc);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> ybuf(tile * kChunk), sbuf(h);
-    std::vector<int64_t> offs(h);
+    std::vector<float> ybuf(tile * kChunk);
+    std::vector<int64_t> offs(kGroup);
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * tile, m = std::min(tile, n - t0);
       int32_t* tc = cc[i % 2].data();
@@ -569,8 +564,8 @@ void gather_packed_impl(const int32_t* codes, const float* scores, const void* p
         }  // implicit barrier (also: every thread's gather of tile i - 1 is done)
 #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t c = 0; c < nc; ++c)
-        gather_tile<Ops>(tc, ts, m, k, packed, bf16, zeros.data(), y + t0 * k.d, true,
-                         ybuf.data(), offs.data(), sbuf.data(), c, c + 1);
+        gather_table_major<Ops>(tc, ts, m, k, packed, bf16, zeros.data(), y + t0 * k.d,
+                                ybuf.data(), offs.data(), c, c + 1);
     }
   }
 }
