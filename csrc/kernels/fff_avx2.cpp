@@ -190,21 +190,14 @@ struct Prim : X86Hints {
   static void gather_sum_tokens(int m, float* const* ys, const float* b_out, const float* w_out,
                                 const int64_t* const* rows, const float* const* g, int64_t k,
                                 int64_t d, bool stream = false) {
-    switch (m) {
-      case 4: return gather_tokens_m<4>(ys, b_out, w_out, rows, g, k, d, stream);
-      case 3: return gather_tokens_m<3>(ys, b_out, w_out, rows, g, k, d, stream);
-      case 2: return gather_tokens_m<2>(ys, b_out, w_out, rows, g, k, d, stream);
-      default:
-        for (int j = 0; j < m; ++j) gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d, stream);
-    }
+    gather_tokens_by_count<Prim>(m, ys, b_out, w_out, rows, g, k, d, stream);
   }
 
   template <int M>
   static void gather_tokens_m(float* const* ys, const float* b_out, const float* w_out,
                               const int64_t* const* rows, const float* const* g, int64_t k,
                               int64_t d, bool stream) {
-    for (int j = 0; j < M; ++j) stream = stream && (reinterpret_cast<uintptr_t>(ys[j]) & 31) == 0;
-    stream = stream && d % 8 == 0;
+    stream = can_stream<Vec8, M>(ys, d, stream);
     int64_t c = gather_tokens_chunks<Vec8, M>(ys, b_out, w_out, rows, g, k, d, stream,
                                               shared_rows<M>(rows, k));
     for (; c + 8 <= d; c += 8)

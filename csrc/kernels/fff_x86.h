@@ -33,6 +33,30 @@ struct X86Hints {
   }
 };
 
+// gather_sum_tokens at one SIMD level P: P::gather_tokens_m<M> for 2 to 4 tokens at once,
+// P::gather_sum token by token otherwise.
+template <class P>
+void gather_tokens_by_count(int m, float* const* ys, const float* b_out, const float* w_out,
+                            const int64_t* const* rows, const float* const* g, int64_t k,
+                            int64_t d, bool stream) {
+  switch (m) {
+    case 4: return P::template gather_tokens_m<4>(ys, b_out, w_out, rows, g, k, d, stream);
+    case 3: return P::template gather_tokens_m<3>(ys, b_out, w_out, rows, g, k, d, stream);
+    case 2: return P::template gather_tokens_m<2>(ys, b_out, w_out, rows, g, k, d, stream);
+    default:
+      for (int j = 0; j < m; ++j) P::gather_sum(ys[j], b_out, w_out, rows[j], g[j], k, d, stream);
+  }
+}
+
+// Whether M tokens' y rows may be stored non-temporally a register V::Reg at a time: asked
+// for, every row aligned to the register and d a whole number of registers.
+template <class V, int M>
+bool can_stream(float* const* ys, int64_t d, bool stream) {
+  for (int j = 0; j < M; ++j)
+    stream = stream && reinterpret_cast<uintptr_t>(ys[j]) % sizeof(typename V::Reg) == 0;
+  return stream && d % V::kLanes == 0;
+}
+
 // The full-width part of gather_sum_tokens at one SIMD level, for M tokens at once: columns
 // [0, c) for the largest c <= d that is a whole number of 4-register chunks; returns c (each
 // level does the column tail its own way). V is the level's register type and operations

@@ -183,17 +183,7 @@ def test_bucketed_shared_and_distinct_rows(isa):
 
 
 def test_bucketed_nan_goes_left_and_stays_in_its_row(isa):
-    d, depth = 24, 11
-    w_in, b_in, w_out, _ = make(d, depth, 1)
-    x = grid(200, d)
-    x[17, 3] = float("nan")
-    x[101, 0] = float("inf")
-    y, path, _ = run_threads(x, w_in, b_in, w_out, depth, 1)
-    spine = torch.tensor([2**level - 1 for level in range(depth + 1)])
-    assert_exact(path[17].long(), spine)
-    assert torch.isnan(y[17]).all()
-    ok = torch.tensor([i not in (17, 101) for i in range(200)])
-    assert_kernel_close(y[ok], fff_reference(x[ok], w_in, b_in, w_out, depth, 1))
+    check_nan_goes_left(run_threads, 200, 11, 1, nan_row=17, inf_row=101)
 
 
 def test_exact_ties_go_left(isa):
@@ -228,20 +218,24 @@ def test_random_normal_inputs_clear_of_ties(isa):
     assert_kernel_close(y[clear], ref[clear])
 
 
-def test_nan_goes_left_and_stays_in_its_row(isa):
-    d, depth = 24, 7
-    w_in, b_in, w_out, _ = make(d, depth, 2)
-    x = grid(9, d)
-    x[4, 3] = float("nan")
-    x[6, 0] = float("inf")
-    y, path, _ = run_native(x, w_in, b_in, w_out, depth, 2)
+def check_nan_goes_left(run, n, depth, trees, nan_row, inf_row, d=24):
+    """A NaN in x[nan_row] sends that token down every tree's left spine (NaN > 0 is false) and
+    makes its y NaN; x[inf_row] holds an inf; every other token still equals the reference."""
+    w_in, b_in, w_out, _ = make(d, depth, trees)
+    x = grid(n, d)
+    x[nan_row, 3] = float("nan")
+    x[inf_row, 0] = float("inf")
+    y, path, _ = run(x, w_in, b_in, w_out, depth, trees)
     nodes = 2 ** (depth + 1) - 1
-    spine = torch.tensor([t * nodes + 2**level - 1 for t in range(2) for level in range(8)])
-    assert_exact(path[4].long(), spine)
-    assert torch.isnan(y[4]).all()
-    ok = torch.tensor([i not in (4, 6) for i in range(9)])
-    ref = fff_reference(x[ok], w_in, b_in, w_out, depth, 2)
-    assert_kernel_close(y[ok], ref)
+    spine = torch.tensor([t * nodes + 2**lv - 1 for t in range(trees) for lv in range(depth + 1)])
+    assert_exact(path[nan_row].long(), spine)
+    assert torch.isnan(y[nan_row]).all()
+    ok = torch.tensor([i not in (nan_row, inf_row) for i in range(n)])
+    assert_kernel_close(y[ok], fff_reference(x[ok], w_in, b_in, w_out, depth, trees))
+
+
+def test_nan_goes_left_and_stays_in_its_row(isa):
+    check_nan_goes_left(run_native, 9, 7, 2, nan_row=4, inf_row=6)
 
 
 def test_empty_batch():
