@@ -271,7 +271,7 @@ def test_eval_fast_path_declines_unusual_inputs_and_pickles(isa):
     ffn = grid_layer(16, 3, bias_out=True).eval()
     x = torch.randint(-8, 9, (6, 16)).float() / 8
     assert_kernel_close(ffn(x), ffn.reference(x))  # builds the FFFEval
-    assert ffn._fast is not None
+    assert ffn._eval_call is not None
     assert_kernel_close(ffn(x.t().contiguous().t()), ffn.reference(x))  # non-contiguous
     assert_kernel_close(ffn(x.view(2, 3, 16)), ffn.reference(x).view(2, 3, 16))  # 3-D
     assert ffn(x[:0]).shape == (0, 16)  # empty batch
@@ -291,7 +291,7 @@ def test_eval_fast_path_declines_unusual_inputs_and_pickles(isa):
     torch.save(ffn, buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=False)
-    assert loaded._fast is None  # rebuilt on the first call, never pickled
+    assert loaded._eval_call is None  # rebuilt on the first call, never pickled
     assert torch.equal(loaded(x), ffn(x))
 
 

@@ -95,8 +95,9 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
             self.leaf_b2 = nn.Parameter(torch.empty(lv, d))
         self.register_parameter("b_out", nn.Parameter(torch.zeros(d)) if bias_out else None)
         self._entropy: torch.Tensor | None = None
-        # the native eval call (FFFEval) for the weights as last validated (see _build_fast)
-        self._fast = None
+        # the native eval call (FFFEval) for the weights as last validated (see _build_fast);
+        # NativeEvalCall.__call__ calls it first
+        self._eval_call = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -128,7 +129,7 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
     def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
         """The kernel through the cached native FFFEval, or None when x or the layer is
         unusual (then FFNLayer.forward handles it). ``state`` is the module's __dict__."""
-        fast = state["_fast"]
+        fast = state.get("_eval_call")
         if fast is not None:
             y = fast(x)
             if y is not None:
@@ -141,7 +142,7 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
         return self._build_fast()(x)
 
     def _build_fast(self):
-        """A native FFFEval for the current (validated) weights, cached in ``_fast``."""
+        """A native FFFEval for the current (validated) weights, cached in ``_eval_call``."""
         native = ops._native
         p = self._parameters
         # the kernel reads random rows: back the (large) weights with huge pages, in place
@@ -149,12 +150,12 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
             nbytes = w.numel() * 4
             if nbytes >= _HUGE_ADVICE_MIN:
                 native.fff_advise_weights(w.data_ptr(), nbytes)
-        self._fast = native.FFFEval(p, self.d_model, self.depth, self.trees, ops.torch_refs())
-        return self._fast
+        self._eval_call = native.FFFEval(p, self.d_model, self.depth, self.trees, ops.torch_refs())
+        return self._eval_call
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()  # the native FFFEval is rebuilt on demand, never pickled
-        state["_fast"] = None
+        state["_eval_call"] = None
         return state
 
     def _weights_ok(self) -> bool:

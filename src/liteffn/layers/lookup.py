@@ -88,8 +88,6 @@ class LookupFFN(NativeEvalCall, FFNLayer):
             torch.randn(num_tables, 2**table_bits, d_model) * (num_tables * table_bits) ** -0.5
         )  # (h, 2^tau, d_model)
         self.bias = nn.Parameter(torch.zeros(d_model))
-        # (native plan, packed tensors, native eval call) as last packed by _plan
-        self._packed: tuple | None = None
         self.set_table_dtype(table_dtype)
 
     # -- the map ----------------------------------------------------------------------------
@@ -107,8 +105,14 @@ class LookupFFN(NativeEvalCall, FFNLayer):
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"LookupFFN: table dtype must be float32 or bfloat16, got {dtype}")
         self.table_dtype = dtype
-        self._packed = None
+        self._set_packed(None)
         return self
+
+    def _set_packed(self, packed: tuple | None) -> None:
+        """Keep (native plan, packed tensors, native eval call) as last packed by _plan, and
+        the eval call where NativeEvalCall.__call__ looks first (``_eval_call``)."""
+        self._packed = packed
+        self._eval_call = None if packed is None else packed[2]
 
     def _train_forward(self, x2: torch.Tensor) -> torch.Tensor:
         z = self.project(x2)  # (N, h * tau)
@@ -162,7 +166,7 @@ class LookupFFN(NativeEvalCall, FFNLayer):
                 bias=keep[3],
             )
         call = ops.native().LookupEval(plan, own, proj, weight_name, ops.torch_refs())
-        self._packed = (plan, keep, call)
+        self._set_packed((plan, keep, call))
         return plan
 
     def _native_forward(self, x2: torch.Tensor, order: int = 0) -> torch.Tensor:
@@ -171,7 +175,7 @@ class LookupFFN(NativeEvalCall, FFNLayer):
     def __getstate__(self) -> dict:
         # copies and pickles re-pack on their first eval call (the native plan holds addresses)
         state = self.__dict__.copy()
-        state["_packed"] = None
+        state["_packed"] = state["_eval_call"] = None
         return state
 
     # -- eval fast path ---------------------------------------------------------------------
@@ -191,7 +195,7 @@ class LookupFFN(NativeEvalCall, FFNLayer):
     def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
         """The kernel through the native LookupEval built with the current plan, or None when x
         is unusual (forward then handles it). ``state`` is the module's __dict__."""
-        packed = state["_packed"]
+        packed = state.get("_packed")
         if packed is not None:
             y = packed[2](x)
             if y is not None:
