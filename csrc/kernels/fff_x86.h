@@ -65,8 +65,8 @@ bool can_stream(float* const* ys, int64_t d, bool stream) {
 // all of them. Each y element is the same sum in the same order as gather_sum's.
 // The other rows (the deep levels', each its own token's, mostly from DRAM) are read as up to
 // M * k streams advancing a chunk at a time, more than the hardware prefetcher follows: each
-// prefetches its next chunk (C++ harness, batch 128, p25: AVX-512 226 -> 220 µs, AVX2 312 ->
-// 279 µs; two chunks ahead was no better).
+// prefetches its next chunk (C++ harness, batch 128, p25 of two A/B runs: AVX-512 226 -> 220
+// and 233 -> 213 µs, AVX2 312 -> 279 and 269 -> 253 µs; two chunks ahead was no better).
 template <class V, int M>
 int64_t gather_tokens_chunks(float* const* ys, const float* b_out, const float* w_out,
                              const int64_t* const* rows, const float* const* g, int64_t k,
