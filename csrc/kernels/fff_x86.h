@@ -58,9 +58,10 @@ bool can_stream(float* const* ys, int64_t d, bool stream) {
 }
 
 // The full-width part of gather_sum_tokens at one SIMD level, for M tokens at once: columns
-// [0, c) for the largest c <= d that is a whole number of 4-register chunks; returns c (each
-// level does the column tail its own way). V is the level's register type and operations
-// (Reg, kLanes, load, zero, set1, fmadd, store, stream), defined in its own translation unit.
+// [0, c) for the largest c <= d that is a whole number of chunks of V::kChunkRegs registers;
+// returns c (each level does the column tail its own way). V is the level's register type and
+// operations (Reg, kLanes, kChunkRegs, load, zero, set1, fmadd, store, stream), defined in its
+// own translation unit.
 // A row all M tokens share (bit e of `same`, from shared_rows) is loaded once per chunk for
 // all of them. Each y element is the same sum in the same order as gather_sum's.
 // The other rows (the deep levels', each its own token's, mostly from DRAM) are read as up to
@@ -72,33 +73,34 @@ int64_t gather_tokens_chunks(float* const* ys, const float* b_out, const float* 
                              const int64_t* const* rows, const float* const* g, int64_t k,
                              int64_t d, bool stream, uint64_t same) {
   constexpr int64_t L = V::kLanes;
+  constexpr int R = V::kChunkRegs;
   int64_t c = 0;
-  for (; c + 4 * L <= d; c += 4 * L) {
-    typename V::Reg acc[M][4];
+  for (; c + R * L <= d; c += R * L) {
+    typename V::Reg acc[M][R];
     for (int j = 0; j < M; ++j)
-      for (int u = 0; u < 4; ++u) acc[j][u] = b_out ? V::load(b_out + c + L * u) : V::zero();
+      for (int u = 0; u < R; ++u) acc[j][u] = b_out ? V::load(b_out + c + L * u) : V::zero();
     for (int64_t e = 0; e < k; ++e) {
       if (e < 64 && (same >> e & 1)) {
         const float* w = w_out + rows[0][e] * d + c;
-        typename V::Reg wv[4];
-        for (int u = 0; u < 4; ++u) wv[u] = V::load(w + L * u);
+        typename V::Reg wv[R];
+        for (int u = 0; u < R; ++u) wv[u] = V::load(w + L * u);
         for (int j = 0; j < M; ++j) {
           const typename V::Reg gj = V::set1(g[j][e]);
-          for (int u = 0; u < 4; ++u) acc[j][u] = V::fmadd(gj, wv[u], acc[j][u]);
+          for (int u = 0; u < R; ++u) acc[j][u] = V::fmadd(gj, wv[u], acc[j][u]);
         }
         continue;
       }
       for (int j = 0; j < M; ++j) {
         const float* w = w_out + rows[j][e] * d + c;
-        if (c + 8 * L <= d)  // the row's next chunk
-          for (int64_t o = 0; o < 4 * L; o += 16)
-            _mm_prefetch(reinterpret_cast<const char*>(w + 4 * L + o), _MM_HINT_T0);
+        if (c + 2 * R * L <= d)  // the row's next chunk
+          for (int64_t o = 0; o < R * L; o += 16)
+            _mm_prefetch(reinterpret_cast<const char*>(w + R * L + o), _MM_HINT_T0);
         const typename V::Reg gj = V::set1(g[j][e]);
-        for (int u = 0; u < 4; ++u) acc[j][u] = V::fmadd(gj, V::load(w + L * u), acc[j][u]);
+        for (int u = 0; u < R; ++u) acc[j][u] = V::fmadd(gj, V::load(w + L * u), acc[j][u]);
       }
     }
     for (int j = 0; j < M; ++j)
-      for (int u = 0; u < 4; ++u) {
+      for (int u = 0; u < R; ++u) {
         if (stream) V::stream(ys[j] + c + L * u, acc[j][u]);
         else V::store(ys[j] + c + L * u, acc[j][u]);
       }

@@ -139,7 +139,7 @@ def check_bucketed(x, w_in, b_in, w_out, depth, trees, b_out=None, what=""):
 
 @pytest.mark.parametrize("n", [BUCKETED_MIN - 1, BUCKETED_MIN, BUCKETED_MIN + 1, 203, 1000])
 def test_bucketed_threshold(isa, n):
-    # d = 67: every column tail of the gathers runs (64 + 3 lanes, 32 + 8 + 3)
+    # d = 67: every column tail of the gathers runs (AVX-512 64 + 3 lanes, AVX2 48 + 8 + 8 + 3)
     d, depth = 67, 7
     w_in, b_in, w_out, b_out = make(d, depth, 1, bias_out=True)
     check_bucketed(grid(n, d), w_in, b_in, w_out, depth, 1, b_out, what=f"{isa} n={n}")
