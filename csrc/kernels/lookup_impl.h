@@ -23,7 +23,7 @@ namespace liteffn {
 namespace {
 
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
-constexpr int64_t kTableMajorTile = 2048;  // tokens gathered together in table-major order
+constexpr int64_t kTableMajorTile = 8192;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
 constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
                                            // thread takes whole tiles (else they share each)
@@ -31,7 +31,12 @@ constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched (from
                                            // this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
-constexpr int64_t kGroup = 8;              // table-major: tables summed in registers per pass
+constexpr int64_t kGroup = 4;              // table-major: tables summed in registers per pass
+// (kGroup, kTableMajorTile) = (4, 8192) against (8, 2048), C++ harness on Zen 4 (1 MiB L2),
+// p25: 2 threads x 32768 tokens 233 -> 227 ms, 1 thread x 4096 58.6 -> 56.4 ms, x 1024 16.7
+// -> 14.6 ms (AVX2: 276 -> 266 ms, 19.3 -> 17.2 ms): a group's slice of 4 tables (256 KiB)
+// leaves L2 room for the tokens' partial sums, and bigger tiles stream the tables fewer times.
+// kGroup 2 and tiles of 4096 or 16384 measured slower.
 constexpr int64_t kQueuedGroup = 32;       // token-major with a prefetch queue: tables summed
                                            // in registers between two steps of the queue
 

@@ -129,7 +129,7 @@ def test_batch_shapes_3d_and_non_contiguous(isa):
 
 def test_big_batch_picks_table_major_and_matches(isa):
     layer = make(64, 16, 8)
-    x = safe_tokens(layer, 2100)  # >= 1024 tokens: the table-major loop, tiles of 2048 + rest
+    x = safe_tokens(layer, 2100)  # >= 1024 tokens: the table-major loop, one tile
     assert_kernel_close(layer(x), layer.reference(x))
 
 
@@ -184,11 +184,17 @@ def test_gradients_match_plain_autograd_float64(projection):
         assert_kernel_close(got, want, what=f"grad {name}")  # float64: rtol 1e-9
 
 
-@pytest.mark.parametrize(("threads", "n"), [(1, 2100), (2, 2100), (2, 6200)])
+TABLE_MAJOR_TILE = 8192  # tokens per table-major tile (kTableMajorTile, lookup_impl.h)
+
+
+@pytest.mark.parametrize(
+    ("threads", "n"),
+    [(1, 2100), (2, 2100), (2, TABLE_MAJOR_TILE + 9), (2, 3 * TABLE_MAJOR_TILE + 5)],
+)
 def test_table_major_tiles_shared_by_threads(threads, n):
-    # > 2048 tokens: several table-major tiles; the threads split each tile's projection by
-    # token and its gather by column chunk (d = 130: 3 chunks, an uneven split); 6200 tokens:
-    # 4 tiles, so both code buffers are reused
+    # one tile, or several: the threads split each tile's projection by token and its gather
+    # by column chunk (d = 130: 3 chunks, an uneven split); 4 tiles (fewer than 4 per thread),
+    # so both code buffers are reused
     layer = make(130, 9, 3)
     x = safe_tokens(layer, n)
     expected = layer.reference(x)
@@ -215,7 +221,7 @@ def test_table_major_tiles_shared_by_threads(threads, n):
 def test_table_major_whole_tiles_per_thread():
     # >= 4 tiles per thread: each thread projects and gathers whole tiles of its own
     layer = make(24, 3, 4)
-    n = 8 * 2048 + 301  # 9 tiles, the last one short
+    n = 8 * TABLE_MAJOR_TILE + 301  # 9 tiles, the last one short
     x = safe_tokens(layer, n)
     expected = layer.reference(x)
     saved = torch.get_num_threads()
