@@ -54,8 +54,9 @@ int fast_path_allowed(PyObject* self, PyObject* dict) {
   if (!plain) return 0;
   PyObject* tracing = PyObject_CallNoArgs(refs.tracing_state);
   if (!tracing) return -1;
-  const bool traced = PyObject_IsTrue(tracing) != 0;
+  const int traced = PyObject_IsTrue(tracing);
   Py_DECREF(tracing);
+  if (traced < 0) return -1;
   return traced ? 0 : 1;
 }
 
