@@ -70,6 +70,19 @@ def check_kernel(layer: LookupFFN, x: torch.Tensor, what: str = "") -> None:
                 assert_kernel_close(got, expected, what=f"{what} {isa} order={order}")
 
 
+def test_set_table_dtype_repacks_after_writes_through_data():
+    # .data writes move no version counter, so the packed copies cannot see them; the README
+    # names set_table_dtype as the way to re-pack
+    layer = make(48, 8, 4)
+    layer(safe_tokens(layer, 6))  # packs
+    with torch.no_grad():
+        layer.tables.data.mul_(2.0)
+        layer.proj.bias.data.add_(0.5)
+    x = safe_tokens(layer, 6)  # clear of ties for the new projection
+    layer.set_table_dtype(layer.table_dtype)
+    assert_kernel_close(layer(x), layer.reference(x))
+
+
 @pytest.mark.parametrize("projection", ["bh4", "dense"])
 @pytest.mark.parametrize(
     ("d", "h", "tau", "block"),
