@@ -168,7 +168,9 @@ const Registrar reg("fff", [](py::module_& m) {
         py::arg("y"), py::arg("n"), py::arg("d"), py::arg("depth"), py::arg("trees"),
         py::arg("width"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
         "Hard inference of the leaf form (original FFF) over (n, d) float32 tokens.");
-  py::class_<FFFEval>(m, "FFFEval")
+  auto eval_cls = py::class_<FFFEval>(m, "FFFEval");
+  register_eval_caller(eval_cls.ptr(), &call_eval<FFFEval>);
+  eval_cls
       .def(py::init<py::dict, int64_t, int, int, TorchRefs>(), py::arg("params"), py::arg("d"),
            py::arg("depth"), py::arg("trees"), py::arg("torch_refs"))
       .def("__call__", &FFFEval::operator(), py::arg("x"),

@@ -213,7 +213,9 @@ const Registrar reg("lookup", [](py::module_& m) {
       .def("run", &LookupPlan::run, py::arg("x"), py::arg("n"), py::arg("y"), py::arg("order"),
            py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
            "y (n, d) = the fused LookupFFN forward of x (n, d).");
-  py::class_<LookupEval>(m, "LookupEval")
+  auto eval_cls = py::class_<LookupEval>(m, "LookupEval");
+  register_eval_caller(eval_cls.ptr(), &call_eval<LookupEval>);
+  eval_cls
       .def(py::init<py::object, py::dict, py::dict, const std::string&, TorchRefs>(),
            py::arg("plan"), py::arg("own"), py::arg("proj"), py::arg("proj_weight"),
            py::arg("torch_refs"))

@@ -14,10 +14,35 @@
 #include <stdexcept>
 
 #include "common.h"
+#include "eval_call.h"
 
 namespace py = pybind11;
 
 namespace liteffn {
+
+namespace {
+struct EvalCallers {
+  PyObject* type[4] = {};
+  EvalCaller caller[4] = {};
+};
+EvalCallers callers;  // filled at module init, under the GIL
+}  // namespace
+
+void register_eval_caller(PyObject* type, EvalCaller caller) {
+  for (int i = 0; i < 4; ++i)
+    if (!callers.type[i] || callers.type[i] == type) {
+      callers.type[i] = type, callers.caller[i] = caller;
+      return;
+    }
+  throw std::logic_error("register_eval_caller: more than 4 eval classes");
+}
+
+EvalCaller find_eval_caller(PyObject* type) {
+  for (int i = 0; i < 4 && callers.type[i]; ++i)
+    if (callers.type[i] == type) return callers.caller[i];
+  return nullptr;
+}
+
 namespace {
 
 struct ModuleCallRefs {
@@ -75,7 +100,8 @@ PyObject* try_fast(PyObject* self, PyObject* x) {
     PyObject* eval = PyDict_GetItemWithError(dict, refs.eval_call);  // borrowed
     if (!eval && PyErr_Occurred()) goto done;
     if (eval && eval != Py_None) {
-      result = PyObject_CallOneArg(eval, x);
+      const EvalCaller call = find_eval_caller(reinterpret_cast<PyObject*>(Py_TYPE(eval)));
+      result = call ? call(eval, x) : PyObject_CallOneArg(eval, x);
       if (result != Py_None) goto done;  // y, or an error
       Py_DECREF(result);
     }

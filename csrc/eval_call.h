@@ -7,6 +7,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -171,5 +173,32 @@ class WatchedParams {
   };
   std::vector<Entry> entries_;
 };
+
+// The C __call__ (bind_module_call.cpp) calls a layer's native eval call without pybind11's
+// dispatch when the eval call's class registered a caller for its Python type here (each
+// bind_*.cpp does, for its eval class). A caller returns a new reference, or nullptr with a
+// Python error set.
+using EvalCaller = PyObject* (*)(PyObject* self, PyObject* x);
+void register_eval_caller(PyObject* type, EvalCaller caller);
+EvalCaller find_eval_caller(PyObject* type);  // nullptr when none is registered
+
+// E::operator()(py::handle) called on the E behind self, with C++ exceptions turned into
+// Python ones as pybind11 would (std::invalid_argument: ValueError).
+template <class E>
+PyObject* call_eval(PyObject* self, PyObject* x) {
+  try {
+    const E& e = py::handle(self).cast<const E&>();
+    return e(py::handle(x)).release().ptr();
+  } catch (py::error_already_set& err) {
+    err.restore();
+  } catch (const std::invalid_argument& err) {
+    PyErr_SetString(PyExc_ValueError, err.what());
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& err) {
+    PyErr_SetString(PyExc_RuntimeError, err.what());
+  }
+  return nullptr;
+}
 
 }  // namespace liteffn
