@@ -93,8 +93,7 @@ int64_t gather_tokens_chunks(float* const* ys, const float* b_out, const float* 
       for (int j = 0; j < M; ++j) {
         const float* w = w_out + rows[j][e] * d + c;
         if (c + 2 * R * L <= d)  // the row's next chunk
-          for (int64_t o = 0; o < R * L; o += 16)
-            _mm_prefetch(reinterpret_cast<const char*>(w + R * L + o), _MM_HINT_T0);
+          X86Hints::prefetch(w + R * L, R * L * static_cast<int64_t>(sizeof(float)));
         const typename V::Reg gj = V::set1(g[j][e]);
         for (int u = 0; u < R; ++u) acc[j][u] = V::fmadd(gj, V::load(w + L * u), acc[j][u]);
       }
