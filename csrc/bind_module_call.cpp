@@ -1,14 +1,14 @@
 // NativeEvalCall.__call__ (liteffn.layers.base) written against the CPython API.
 //
-// A batch-1 eval call spends a few µs in Python frames before its kernel starts: the
+// A batch-1 eval call spent a few µs in Python frames before its kernel started: the
 // mixin's __call__ and the layer's _fast_eval, each cold after a kernel has streamed its
 // weights through L2. This is the same dispatch as the Python mixin, as a method descriptor
 // of the class: an eval call with one positional argument, no hooks (the module's or
 // nn.Module's global ones), no compiled call and no JIT tracing goes to the layer's cached
 // native eval call (its __dict__["_eval_call"], an FFFEval or LookupEval); when that is
-// missing or returns None, to self._fast_eval(x, self.__dict__); when that returns None, or
-// for any other call, to nn.Module.__call__ (looked up at call time, so torch.fx's patching
-// of it is honoured).
+// missing or returns None (first call, changed weights, an unusual x), or for any other call,
+// to nn.Module.__call__ (looked up at call time, so torch.fx's patching of it is honoured),
+// whose forward rebuilds the eval call or takes the checked path.
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
@@ -50,7 +50,7 @@ struct ModuleCallRefs {
   PyObject* global_hooks = nullptr;   // tuple of nn.Module's global hook dicts
   PyObject* tracing_state = nullptr;  // torch._C._get_tracing_state
   // interned names
-  PyObject *training, *call, *fast_eval, *eval_call, *compiled;
+  PyObject *training, *call, *eval_call, *compiled;
   PyObject* hook_names[4];
 };
 
@@ -99,14 +99,12 @@ PyObject* try_fast(PyObject* self, PyObject* x) {
   {
     PyObject* eval = PyDict_GetItemWithError(dict, refs.eval_call);  // borrowed
     if (!eval && PyErr_Occurred()) goto done;
-    if (eval && eval != Py_None) {
-      const EvalCaller call = find_eval_caller(reinterpret_cast<PyObject*>(Py_TYPE(eval)));
-      result = call ? call(eval, x) : PyObject_CallOneArg(eval, x);
-      if (result != Py_None) goto done;  // y, or an error
-      Py_DECREF(result);
+    if (!eval || eval == Py_None) {  // no cached call yet: forward builds it
+      result = Py_NewRef(Py_None);
+      goto done;
     }
-    // first call, the weights changed, or an unusual x: the layer's own fast path
-    result = PyObject_CallMethodObjArgs(self, refs.fast_eval, x, dict, nullptr);
+    const EvalCaller call = find_eval_caller(reinterpret_cast<PyObject*>(Py_TYPE(eval)));
+    result = call ? call(eval, x) : PyObject_CallOneArg(eval, x);  // y, None or an error
   }
 done:
   Py_DECREF(dict);
@@ -157,7 +155,7 @@ void install_module_call(py::type cls, py::type module_type, py::tuple global_ho
       throw std::invalid_argument("install_module_call: global_hooks must be dicts");
   if (!refs.module_type) {
     refs.training = intern("training"), refs.call = intern("__call__");
-    refs.fast_eval = intern("_fast_eval"), refs.eval_call = intern("_eval_call");
+    refs.eval_call = intern("_eval_call");
     refs.compiled = intern("_compiled_call_impl");
     const char* hooks[4] = {"_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
                             "_backward_pre_hooks"};

@@ -99,8 +99,9 @@ class NativeEvalCall:
     few: an eval call with one positional argument and no hooks, tracing or compilation goes
     to the layer's cached native eval call ``state["_eval_call"]`` (``state`` is the module's
     __dict__, read directly since an attribute read on an nn.Module goes through its
-    __getattr__ hook), and when that is None or returns None to ``self._fast_eval(x, state)``,
-    which returns y or None; anything else, or None, takes nn.Module's own dispatch -> forward.
+    __getattr__ hook), which returns y or None. Anything else -- no cached call yet, changed
+    weights or an unusual x (None) -- takes nn.Module's own dispatch -> forward, which
+    rebuilds the call or takes the checked path.
 
     With the native module loaded, ``__call__`` is replaced by the same dispatch written in C
     (csrc/bind_module_call.cpp): the Python frames cost ~3-6 µs per batch-1 call once a kernel
@@ -127,15 +128,11 @@ class NativeEvalCall:
             )
         ):
             call = state.get("_eval_call")
-            y = None if call is None else call(args[0])
-            if y is None:
-                y = self._fast_eval(args[0], state)
-            if y is not None:
-                return y
+            if call is not None:
+                y = call(args[0])
+                if y is not None:
+                    return y
         return nn.Module.__call__(self, *args, **kwargs)
-
-    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
-        raise NotImplementedError
 
 
 if ops._native is not None:

@@ -105,14 +105,11 @@ class LookupFFN(NativeEvalCall, FFNLayer):
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"LookupFFN: table dtype must be float32 or bfloat16, got {dtype}")
         self.table_dtype = dtype
-        self._set_packed(None)
+        # (native plan, packed tensors) as last packed by _plan, and the native LookupEval
+        # built with them (NativeEvalCall.__call__ calls it)
+        self._packed: tuple | None = None
+        self._eval_call = None
         return self
-
-    def _set_packed(self, packed: tuple | None) -> None:
-        """Keep (native plan, packed tensors, native eval call) as last packed by _plan, and
-        the eval call where NativeEvalCall.__call__ looks first (``_eval_call``)."""
-        self._packed = packed
-        self._eval_call = None if packed is None else packed[2]
 
     def _train_forward(self, x2: torch.Tensor) -> torch.Tensor:
         z = self.project(x2)  # (N, h * tau)
@@ -134,12 +131,11 @@ class LookupFFN(NativeEvalCall, FFNLayer):
 
     def _plan(self):
         """The native plan (``LookupPlan``) of the weights, re-packed when a parameter changed."""
-        packed = self._packed
         # the LookupEval built with the plan watches the packed parameters: the same objects,
         # pointers (new storage: .to(), .data = ...) and version counters (in-place updates:
         # optimizer steps, load_state_dict); set_table_dtype clears _packed
-        if packed is not None and packed[2].current():
-            return packed[0]
+        if self._packed is not None and self._eval_call.current():
+            return self._packed[0]
         # plain dict reads: nn.Module.__getattr__ costs microseconds
         own, proj = self._parameters, self._modules["proj"]._parameters
         bh4 = self.projection == "bh4"
@@ -165,8 +161,8 @@ class LookupFFN(NativeEvalCall, FFNLayer):
                 tables=keep[2],
                 bias=keep[3],
             )
-        call = ops.native().LookupEval(plan, own, proj, weight_name, ops.torch_refs())
-        self._set_packed((plan, keep, call))
+        self._eval_call = ops.native().LookupEval(plan, own, proj, weight_name, ops.torch_refs())
+        self._packed = (plan, keep)
         return plan
 
     def _native_forward(self, x2: torch.Tensor, order: int = 0) -> torch.Tensor:
@@ -195,17 +191,17 @@ class LookupFFN(NativeEvalCall, FFNLayer):
     def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
         """The kernel through the native LookupEval built with the current plan, or None when x
         is unusual (forward then handles it). ``state`` is the module's __dict__."""
-        packed = state.get("_packed")
-        if packed is not None:
-            y = packed[2](x)
+        call = state.get("_eval_call")
+        if call is not None:
+            y = call(x)
             if y is not None:
                 return y
-            if packed[2].current():
+            if call.current():
                 return None  # an unusual x
         if ops._native is None:
             return None
         self._plan()  # the parameters changed (or first call): re-pack, retry once
-        return self._packed[2](x)
+        return self._eval_call(x)
 
     # -- accounting -------------------------------------------------------------------------
 
