@@ -30,6 +30,21 @@ struct LookupDims {
   int64_t b = 0;     // bh4: block size, a power of two dividing D
 };
 
+// The table-major gather's shape (big batches): tokens per tile, and tables whose rows are
+// summed in registers per pass (group, 1..kLookupMaxGroup). A group's slice of the tables
+// (group x rows x 64 values) and the tile's partial sums (tile x 64 floats) are meant to share
+// L2, so the default depends on this CPU's L2 size (kernels/lookup_shape.cpp). Process-wide;
+// set_lookup_table_major_shape(0, 0) restores the default (for tests and tuning: set it while
+// no forward runs). Results differ between shapes only by float summation order.
+constexpr int64_t kLookupMaxGroup = 16;
+struct TableMajorShape {
+  int64_t group;
+  int64_t tile;
+};
+TableMajorShape lookup_table_major_shape();
+TableMajorShape lookup_default_table_major_shape();
+void set_lookup_table_major_shape(int64_t group, int64_t tile);  // throws std::invalid_argument
+
 // Loop order of the gather: 0 = choose by batch size, 1 = token-major, 2 = table-major.
 // x (n, d), y (n, d) may not alias; any n >= 0.
 void lookup_forward_scalar(const float* x, int64_t n, const LookupDims& dims, const float* wt,

@@ -23,7 +23,6 @@ namespace liteffn {
 namespace {
 
 constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-row GEMM tiles
-constexpr int64_t kTableMajorTile = 8192;  // tokens gathered together in table-major order
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
 constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
                                            // thread takes whole tiles (else they share each)
@@ -31,12 +30,8 @@ constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched (from
                                            // this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
-constexpr int64_t kGroup = 4;              // table-major: tables summed in registers per pass
-// (kGroup, kTableMajorTile) = (4, 8192) against (8, 2048), C++ harness on Zen 4 (1 MiB L2),
-// p25: 2 threads x 32768 tokens 233 -> 227 ms, 1 thread x 4096 58.6 -> 56.4 ms, x 1024 16.7
-// -> 14.6 ms (AVX2: 276 -> 266 ms, 19.3 -> 17.2 ms): a group's slice of 4 tables (256 KiB)
-// leaves L2 room for the tokens' partial sums, and bigger tiles stream the tables fewer times.
-// kGroup 2 and tiles of 4096 or 16384 measured slower.
+// The table-major tile and group (tables summed in registers per pass) come from
+// lookup_table_major_shape() (kernels/lookup_shape.cpp: chosen by the L2 size).
 constexpr int64_t kQueuedGroup = 32;       // token-major with a prefetch queue: tables summed
                                            // in registers between two steps of the queue
 
@@ -161,11 +156,11 @@ inline int64_t packed_offset(int64_t q, int64_t row, int64_t c, int64_t nc, int6
 // (the hardware prefetchers follow sequential lines; the tokens' own reads are random and
 // would fetch the slice from DRAM one latency-bound line at a time).
 struct SliceStream {
-  const char* block[kGroup] = {};
+  const char* block[kLookupMaxGroup] = {};
   int64_t blocks = 0, block_bytes = 0, b = 0, off = 0, per_token = 0;
-  void start(const char* base, int64_t c, int64_t g0, int64_t h, int64_t nc,
+  void start(const char* base, int64_t c, int64_t g0, int64_t group, int64_t h, int64_t nc,
              int64_t chunk_bytes, int64_t m) {
-    blocks = std::min(kGroup, h - g0), block_bytes = chunk_bytes, b = 0, off = 0;
+    blocks = std::min(group, h - g0), block_bytes = chunk_bytes, b = 0, off = 0;
     for (int64_t g = 0; g < blocks; ++g) block[g] = base + ((g0 + g) * nc + c) * chunk_bytes;
     const int64_t lines = blocks * block_bytes / 64;
     per_token = (lines + m - 1) / m + 1;  // done a little before the current slice is
@@ -247,16 +242,16 @@ void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
 // Table-major gather (big batches): y (m, d) = bias + sum_k scores * tables[k, codes], tables
 // packed chunk-major (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one
 // contiguous block of rows * kChunk values, a row's chunk is kChunk contiguous values.
-// codes/scores are grouped as (ceil(h / kGroup), m, kGroup), codes pre-multiplied by kChunk;
-// per chunk and group of kGroup tables, every token of the tile adds its kGroup rows to its
-// partial sum in ybuf (m, kChunk). The group's slice (kGroup x rows x kChunk) stays in L2
+// codes/scores are grouped as (ceil(h / G), m, G) for G = `group` tables (<= kLookupMaxGroup),
+// codes pre-multiplied by kChunk; per chunk and group of G tables, every token of the tile adds
+// its G rows to its partial sum in ybuf (m, kChunk). The group's slice (G x rows x kChunk) stays in L2
 // while the tile's tokens read it, so each table byte comes from DRAM about once per tile, and
 // codes, scores and ybuf are read as sequential streams.
-// Scratch: ybuf >= m * kChunk floats, offs >= kGroup. Column chunks [c_begin, c_end) (default:
+// Scratch: ybuf >= m * kChunk floats, offs >= G. Column chunks [c_begin, c_end) (default:
 // all), so that several threads can share one tile, each with its own chunks (each table byte
 // then comes from DRAM once per tile, not once per thread).
 template <class Ops>
-void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
+void gather_table_major(const int32_t* codes, const float* scores, int64_t m, int64_t group,
                         const LookupDims& k, const void* tables, bool bf16, const float* bias,
                         float* y, float* ybuf, int64_t* offs, int64_t c_begin = 0,
                         int64_t c_end = INT64_MAX) {
@@ -264,7 +259,7 @@ void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
   const int64_t chunk_stride = rows * kChunk;  // elements between a row's consecutive chunks
   const int64_t esize = bf16 ? 2 : 4;
   const char* base = static_cast<const char*>(tables);
-  int64_t chunk_base[kGroup];
+  int64_t chunk_base[kLookupMaxGroup];
   const int64_t chunk_bytes = chunk_stride * esize;  // one table's block of a chunk
   // output rows 64-byte aligned (y aligned, d % 16 == 0): stream the finished chunks
   const bool stream = reinterpret_cast<uintptr_t>(y) % 64 == 0 && d % 16 == 0;
@@ -279,26 +274,27 @@ void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
         std::memcpy(ybuf + t * kChunk, bias + c0, sizeof(float) * len);
         std::fill(ybuf + t * kChunk + len, ybuf + (t + 1) * kChunk, 0.0f);
       }
-    for (int64_t g0 = 0, grp = 0; g0 < h; g0 += kGroup, ++grp) {
-      const int64_t gn = std::min(kGroup, h - g0);
-      const bool first = full && g0 == 0, last = full && g0 + kGroup >= h;
-      if (g0 + kGroup < h) next.start(base, c, g0 + kGroup, h, nc, chunk_bytes, m);
-      else if (c + 1 < std::min(nc, c_end)) next.start(base, c + 1, 0, h, nc, chunk_bytes, m);
+    for (int64_t g0 = 0, grp = 0; g0 < h; g0 += group, ++grp) {
+      const int64_t gn = std::min(group, h - g0);
+      const bool first = full && g0 == 0, last = full && g0 + group >= h;
+      if (g0 + group < h) next.start(base, c, g0 + group, group, h, nc, chunk_bytes, m);
+      else if (c + 1 < std::min(nc, c_end))
+        next.start(base, c + 1, 0, group, h, nc, chunk_bytes, m);
       else next.stop();
       for (int64_t g = 0; g < gn; ++g) chunk_base[g] = packed_offset(g0 + g, 0, c, nc, k.tau);
-      const int32_t* rc = codes + grp * m * kGroup;   // (m, kGroup) codes * kChunk
-      const float* rs = scores + grp * m * kGroup;    // (m, kGroup)
+      const int32_t* rc = codes + grp * m * group;  // (m, group) codes * kChunk
+      const float* rs = scores + grp * m * group;   // (m, group)
       for (int64_t t = 0; t < m; ++t) {
         if (t + kTableMajorAhead < m)  // a later token's rows (in L2): hide the L2 latency
           for (int64_t g = 0; g < gn; ++g)
             prefetch_row_l1(
-                base + (chunk_base[g] + rc[(t + kTableMajorAhead) * kGroup + g]) * esize,
+                base + (chunk_base[g] + rc[(t + kTableMajorAhead) * group + g]) * esize,
                 kChunk * esize);
         next.step();
-        for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * kGroup + g];
+        for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * group + g];
         float* acc = ybuf + t * kChunk;  // this token's partial sum of the chunk
         Ops::gather_chunk(first ? bias + c0 : acc, last ? y + t * d + c0 : acc, tables, bf16,
-                          offs, rs + t * kGroup, gn, last && stream);
+                          offs, rs + t * group, gn, last && stream);
       }
     }
     if (!full)
@@ -308,22 +304,23 @@ void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
   if (stream) Ops::fence();
 }
 
-// codes/scores (groups, m, kGroup) of tokens [s, s + ms) of a table-major tile of m tokens
-// (codes pre-multiplied by kChunk), or (m, h) for token-major; z, e, cbuf, sbuf scratch.
+// codes/scores (ceil(h / group), m, group) of tokens [s, s + ms) of a table-major tile of m
+// tokens (codes pre-multiplied by kChunk), or (m, h) for token-major (group 0); z, e, cbuf,
+// sbuf scratch.
 template <class Ops>
 void tile_codes(const float* z, int64_t ms, int64_t s, int64_t m, const LookupDims& k,
-                bool table_major, float* e, int32_t* cbuf, float* sbuf, int32_t* codes,
+                int64_t group, float* e, int32_t* cbuf, float* sbuf, int32_t* codes,
                 float* scores) {
   const int64_t h = k.h;
   for (int64_t t = 0; t < ms; ++t) {
     const int64_t tt = s + t;  // token within the tile
-    if (!table_major) {  // (m, h): straight into the token's row
+    if (group == 0) {  // token-major (m, h): straight into the token's row
       codes_scores<Ops>(z + t * k.P, k, e, codes + tt * h, scores + tt * h);
       continue;
     }
     codes_scores<Ops>(z + t * k.P, k, e, cbuf, sbuf);
-    for (int64_t g0 = 0; g0 < h; g0 += kGroup) {  // a group's kGroup slots are contiguous
-      const int64_t at = ((g0 / kGroup) * m + tt) * kGroup, gn = std::min(kGroup, h - g0);
+    for (int64_t g0 = 0; g0 < h; g0 += group) {  // a group's slots are contiguous
+      const int64_t at = ((g0 / group) * m + tt) * group, gn = std::min(group, h - g0);
       for (int64_t g = 0; g < gn; ++g) {
         codes[at + g] = cbuf[g0 + g] * static_cast<int32_t>(kChunk);
         scores[at + g] = sbuf[g0 + g];
@@ -371,13 +368,13 @@ struct TokenMajorScratch {
 };
 
 // Project tokens x[0..ms) -- tokens [s, s + ms) of a tile of m -- and write their codes and
-// scores into the tile's codes/scores (layout as tile_codes).
+// scores into the tile's codes/scores (layout as tile_codes: group 0 for token-major).
 template <class Ops>
 void project_codes(const float* x, int64_t ms, int64_t s, int64_t m, const LookupDims& k,
-                   const float* wt, const float* pbias, bool table_major, ForwardScratch& w,
+                   const float* wt, const float* pbias, int64_t group, ForwardScratch& w,
                    int32_t* codes, float* scores) {
   project_tile<Ops>(x, ms, k, wt, pbias, w.z.data(), w.xp.data(), w.a.data(), w.c.data());
-  tile_codes<Ops>(w.z.data(), ms, s, m, k, table_major, w.e.data(), w.cbuf.data(),
+  tile_codes<Ops>(w.z.data(), ms, s, m, k, group, w.e.data(), w.cbuf.data(),
                   w.sbuf.data(), codes, scores);
 }
 
@@ -433,10 +430,9 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
                   int order, int threads) {
   if (n <= 0) return;
   if (order == 0) order = n >= kTableMajorMin ? 2 : 1;
-  const bool table_major = order == 2;
   const int64_t h = k.h, nc = (k.d + kChunk - 1) / kChunk;
-  if (table_major) {
-    // Tiles of up to kTableMajorTile tokens, one after the other; the threads share each tile:
+  if (order == 2) {
+    // Tiles of up to shape.tile tokens, one after the other; the threads share each tile:
     // they project its tokens (split by 30-token pieces), then gather it (split by column
     // chunk), so each table byte comes from DRAM once per tile whatever the thread count.
     // Both splits are dynamic (a thread that was descheduled on a shared machine takes fewer
@@ -444,8 +440,9 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
     // done with its chunks of tile i starts projecting tile i + 1 into the other buffer (the
     // barrier after that projection also ends every thread's gather of tile i, which read
     // the buffer tile i + 2 will overwrite).
-    const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile;
-    const int64_t groups = (h + kGroup - 1) / kGroup;
+    const TableMajorShape shape = lookup_table_major_shape();
+    const int64_t group = shape.group, tile = std::min(shape.tile, n);
+    const int64_t tiles = (n + tile - 1) / tile, groups = (h + group - 1) / group;
     threads = clamp_threads(threads, std::max<int64_t>(1, (tile + kProjTile - 1) / kProjTile));
     if (threads > 1 && tiles >= kOwnTilesPerThread * threads) {
       // Many tiles: each thread projects and gathers whole tiles of its own (taken
@@ -455,17 +452,17 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
 #pragma omp parallel num_threads(threads)
       {
         ForwardScratch w(k, kProjTile, tile * kChunk);
-        std::vector<float> ts(groups * tile * kGroup, 0.0f);
-        std::vector<int32_t> tc(groups * tile * kGroup, 0);
+        std::vector<float> ts(groups * tile * group, 0.0f);
+        std::vector<int32_t> tc(groups * tile * group, 0);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t t0 = i * tile, m = std::min(tile, n - t0);
           for (int64_t s = 0; s < m; s += kProjTile)
             project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
-                               pbias, true, w, tc.data(), ts.data());
+                               pbias, group, w, tc.data(), ts.data());
           populate_for_write(y + t0 * k.d, m * k.d * static_cast<int64_t>(sizeof(float)));
-          gather_table_major<Ops>(tc.data(), ts.data(), m, k, tables, bf16, bias, y + t0 * k.d,
-                                  w.ybuf.data(), w.offs.data());
+          gather_table_major<Ops>(tc.data(), ts.data(), m, group, k, tables, bf16, bias,
+                                  y + t0 * k.d, w.ybuf.data(), w.offs.data());
         }
       }
       return;
@@ -473,8 +470,8 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
     std::vector<float> scores[2];
     std::vector<int32_t> codes[2];
     for (int b = 0; b < (tiles > 1 ? 2 : 1); ++b) {
-      scores[b].assign(groups * tile * kGroup, 0.0f);
-      codes[b].assign(groups * tile * kGroup, 0);
+      scores[b].assign(groups * tile * group, 0.0f);
+      codes[b].assign(groups * tile * group, 0);
     }
 #pragma omp parallel num_threads(threads)
     {
@@ -486,12 +483,12 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
 #pragma omp for schedule(dynamic, 1)
         for (int64_t s = 0; s < m; s += kProjTile)
           project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt, pbias,
-                             true, w, tc, ts);
+                             group, w, tc, ts);
         // implicit barrier: the tile's codes are complete
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t cc = 0; cc < nc; ++cc)
-          gather_table_major<Ops>(tc, ts, m, k, tables, bf16, bias, y + t0 * k.d, w.ybuf.data(),
-                                  w.offs.data(), cc, cc + 1);
+          gather_table_major<Ops>(tc, ts, m, group, k, tables, bf16, bias, y + t0 * k.d,
+                                  w.ybuf.data(), w.offs.data(), cc, cc + 1);
       }
     }
     return;
@@ -524,7 +521,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
                                 pipe.early, h, pipe.early > 0, nullptr);
         continue;
       }
-      project_codes<Ops>(x + t0 * k.d, m, 0, m, k, wt, pbias, false, w, codes.data(),
+      project_codes<Ops>(x + t0 * k.d, m, 0, m, k, wt, pbias, /*group=*/0, w, codes.data(),
                          scores.data());
       gather_token_major<Ops>(codes.data(), scores.data(), m, k, tables, bf16, bias,
                               y + t0 * k.d, w.ybuf.data(), w.offs.data(), w.sbuf.data(), 0, h,
@@ -543,33 +540,35 @@ void gather_packed_impl(const int32_t* codes, const float* scores, const void* p
   if (n <= 0) return;
   // tiles one after the other, each shared by the threads: split by token to regroup the
   // codes, then by column chunk to gather (as forward_impl's table-major path)
-  const int64_t tile = std::min(kTableMajorTile, n), tiles = (n + tile - 1) / tile, h = k.h;
-  const int64_t groups = (h + kGroup - 1) / kGroup, nc = (k.d + kChunk - 1) / kChunk;
+  const TableMajorShape shape = lookup_table_major_shape();
+  const int64_t group = shape.group, tile = std::min(shape.tile, n), h = k.h;
+  const int64_t tiles = (n + tile - 1) / tile, groups = (h + group - 1) / group;
+  const int64_t nc = (k.d + kChunk - 1) / kChunk;
   std::vector<float> sc[2], zeros(k.d, 0.0f);
   std::vector<int32_t> cc[2];
   for (int b = 0; b < (tiles > 1 ? 2 : 1); ++b) {
-    sc[b].assign(groups * tile * kGroup, 0.0f);
-    cc[b].assign(groups * tile * kGroup, 0);
+    sc[b].assign(groups * tile * group, 0.0f);
+    cc[b].assign(groups * tile * group, 0);
   }
   threads = clamp_threads(threads, nc);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> ybuf(tile * kChunk);
-    std::vector<int64_t> offs(kGroup);
+    std::vector<int64_t> offs(group);
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t0 = i * tile, m = std::min(tile, n - t0);
       int32_t* tc = cc[i % 2].data();
       float* ts = sc[i % 2].data();
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, kGroup), codes * kChunk
+      for (int64_t t = 0; t < m; ++t)  // (m, h) -> (groups, m, group), codes * kChunk
         for (int64_t q = 0; q < h; ++q) {
-          const int64_t at = ((q / kGroup) * m + t) * kGroup + q % kGroup;
+          const int64_t at = ((q / group) * m + t) * group + q % group;
           tc[at] = codes[(t0 + t) * h + q] * static_cast<int32_t>(kChunk);
           ts[at] = scores[(t0 + t) * h + q];
         }  // implicit barrier (also: every thread's gather of tile i - 1 is done)
 #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t c = 0; c < nc; ++c)
-        gather_table_major<Ops>(tc, ts, m, k, packed, bf16, zeros.data(), y + t0 * k.d,
+        gather_table_major<Ops>(tc, ts, m, group, k, packed, bf16, zeros.data(), y + t0 * k.d,
                                 ybuf.data(), offs.data(), c, c + 1);
     }
   }

@@ -8,7 +8,9 @@ sparse COO tensor over the touched rows); codes get no gradient.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -24,6 +26,8 @@ __all__ = [
     "pack_dense",
     "pack_tables",
     "run_forward",
+    "table_major_shape",
+    "use_table_major_shape",
 ]
 
 PACKED_GATHER_MIN = 1024  # tokens from which the training gather packs the tables first
@@ -234,3 +238,27 @@ def run_forward(plan, x: torch.Tensor, order: int = 0) -> torch.Tensor:
     y = torch.empty_like(x)
     plan.run(x.data_ptr(), x.shape[0], y.data_ptr(), order, threads())
     return y
+
+
+def table_major_shape() -> tuple[int, int]:
+    """(group, tile) of the native table-major gather: tables summed per pass, tokens per tile.
+
+    The default depends on this CPU's L2 size (``csrc/kernels/lookup_shape.cpp``).
+    """
+    return tuple(ops.native().lookup_table_major_shape())
+
+
+@contextlib.contextmanager
+def use_table_major_shape(group: int, tile: int) -> Iterator[None]:
+    """Run a block with the table-major gather's shape forced (process-wide; tests, tuning).
+
+    Outputs differ between shapes only by float summation order. Not for use while another
+    thread runs LookupFFN forwards.
+    """
+    native = ops.native()
+    before = native.lookup_table_major_shape()
+    native.set_lookup_table_major_shape(group, tile)
+    try:
+        yield
+    finally:
+        native.set_lookup_table_major_shape(*before)
