@@ -241,19 +241,19 @@ const Registrar reg("lookup", [](py::module_& m) {
       "lookup_table_major_shape",
       [] {
         const TableMajorShape s = lookup_table_major_shape();
-        return py::make_tuple(s.group, s.tile);
+        return py::make_tuple(s.group, s.tile, s.ahead);
       },
-      "(group, tile) of the table-major gather now in use (kernels/lookup.h).");
+      "(group, tile, ahead) of the table-major gather now in use (kernels/lookup.h).");
   m.def(
       "lookup_default_table_major_shape",
       [] {
         const TableMajorShape s = lookup_default_table_major_shape();
-        return py::make_tuple(s.group, s.tile);
+        return py::make_tuple(s.group, s.tile, s.ahead);
       },
-      "(group, tile) this CPU's L2 size picks for the table-major gather.");
+      "(group, tile, ahead) this CPU's L2 size picks for the table-major gather.");
   m.def("set_lookup_table_major_shape", &set_lookup_table_major_shape, py::arg("group"),
-        py::arg("tile"),
-        "Process-wide table-major gather shape; (0, 0) restores the default (tests, tuning).");
+        py::arg("tile"), py::arg("ahead"),
+        "Process-wide table-major gather shape; (0, 0, 0) restores the default (tests, tuning).");
   m.def("lookup_pack", &lookup_pack, py::arg("tables"), py::arg("h"), py::arg("tau"),
         py::arg("d"), py::arg("dst"), py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
         "Copy (h, 2^tau, d) float32 tables into the chunk-major packed layout.");

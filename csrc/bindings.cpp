@@ -18,6 +18,9 @@ PYBIND11_MODULE(_native, m) {
   m.def("cpu_has_avx2_fma", &liteffn::cpu_has_avx2_fma, "True when the CPU supports AVX2 and FMA.");
   m.def("cpu_has_avx512", &liteffn::cpu_has_avx512,
         "True when the CPU (and OS) support AVX-512 F, BW, VL and DQ.");
+  m.def("l2_cache_bytes", &liteffn::cpu_l2_cache_bytes,
+        "One core's L2 cache in bytes as the C library reports it (0: unknown); some kernels "
+        "size their tiles by it.");
   m.def("get_isa", [] { return std::string(liteffn::isa_name(liteffn::active_isa())); },
         "The instruction-set level kernels dispatch to now: 'scalar', 'avx2' or 'avx512'.");
   m.def(

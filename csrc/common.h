@@ -14,6 +14,7 @@ enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
 bool cpu_has_avx2_fma();          // the CPU (and OS) support AVX2 + FMA
 bool cpu_has_avx512();            // ... and AVX-512 F, BW, VL and DQ
+int64_t cpu_l2_cache_bytes();     // one core's L2 as the C library reports it; 0: unknown
 Isa active_isa();                 // the level kernels use now
 void set_active_isa(Isa isa);     // throws std::invalid_argument if the CPU lacks it
 // A family without an AVX-512 variant runs its AVX2 code at level avx512 (the CPU has AVX2 too).

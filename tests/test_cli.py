@@ -3,6 +3,7 @@ import json
 import pytest
 
 from liteffn.cli import main
+from liteffn.ops import lookup as lookup_ops
 
 
 def test_info_reports_native_and_isa(capsys):
@@ -12,6 +13,8 @@ def test_info_reports_native_and_isa(capsys):
     assert set(info) >= {"isa", "cpu_features", "torch_threads", "liteffn"}
     if info["native"]:
         assert info["isa"] in info["available_isas"]
+        shape = info["lookup_table_major"]
+        assert (shape["group"], shape["tile"], shape["ahead"]) == lookup_ops.table_major_shape()
 
 
 def test_bench_prints_dense_row_with_ratio(capsys, tmp_path):

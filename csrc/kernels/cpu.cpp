@@ -1,4 +1,6 @@
 // CPU feature detection and the process-wide ISA choice (env LITEFFN_ISA=scalar|avx2|avx512|auto).
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -49,6 +51,18 @@ bool cpu_has_avx512() {
   return has;
 #else
   return false;
+#endif
+}
+
+int64_t cpu_l2_cache_bytes() {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc: from cpuid; 0 or -1 when unknown
+    return v > 0 ? static_cast<int64_t>(v) : int64_t{0};
+  }();
+  return bytes;
+#else
+  return 0;
 #endif
 }
 

@@ -30,20 +30,23 @@ struct LookupDims {
   int64_t b = 0;     // bh4: block size, a power of two dividing D
 };
 
-// The table-major gather's shape (big batches): tokens per tile, and tables whose rows are
-// summed in registers per pass (group, 1..kLookupMaxGroup). A group's slice of the tables
+// The table-major gather's shape (big batches): tokens per tile, tables whose rows are summed
+// in registers per pass (group, 1..kLookupMaxGroup), and how many tokens ahead each token's
+// rows are prefetched from L2 into L1 (ahead; 0: not at all). A group's slice of the tables
 // (group x rows x 64 values) and the tile's partial sums (tile x 64 floats) are meant to share
 // L2, so the default depends on this CPU's L2 size (kernels/lookup_shape.cpp). Process-wide;
-// set_lookup_table_major_shape(0, 0) restores the default (for tests and tuning: set it while
+// set_lookup_table_major_shape(0, 0, 0) restores the default (for tests and tuning: set it while
 // no forward runs). Results differ between shapes only by float summation order.
 constexpr int64_t kLookupMaxGroup = 16;
 struct TableMajorShape {
   int64_t group;
   int64_t tile;
+  int64_t ahead;
 };
 TableMajorShape lookup_table_major_shape();
 TableMajorShape lookup_default_table_major_shape();
-void set_lookup_table_major_shape(int64_t group, int64_t tile);  // throws std::invalid_argument
+// throws std::invalid_argument on a shape out of range
+void set_lookup_table_major_shape(int64_t group, int64_t tile, int64_t ahead);
 
 // Loop order of the gather: 0 = choose by batch size, 1 = token-major, 2 = table-major.
 // x (n, d), y (n, d) may not alias; any n >= 0.

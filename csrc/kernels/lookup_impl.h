@@ -26,8 +26,6 @@ constexpr int64_t kProjTile = 30;          // tokens projected together: 5 x 6-r
 constexpr int64_t kTableMajorMin = 1024;   // batch from which `order = 0` picks table-major
 constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from which each
                                            // thread takes whole tiles (else they share each)
-constexpr int64_t kTableMajorAhead = 4;    // table-major: rows prefetched (from L2 into L1)
-                                           // this many tokens ahead
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
 // The table-major tile and group (tables summed in registers per pass) come from
@@ -251,13 +249,14 @@ void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
 // all), so that several threads can share one tile, each with its own chunks (each table byte
 // then comes from DRAM once per tile, not once per thread).
 template <class Ops>
-void gather_table_major(const int32_t* codes, const float* scores, int64_t m, int64_t group,
+void gather_table_major(const int32_t* codes, const float* scores, int64_t m,
+                        const TableMajorShape& shape,
                         const LookupDims& k, const void* tables, bool bf16, const float* bias,
                         float* y, float* ybuf, int64_t* offs, int64_t c_begin = 0,
                         int64_t c_end = INT64_MAX) {
   const int64_t d = k.d, h = k.h, rows = int64_t{1} << k.tau, nc = (d + kChunk - 1) / kChunk;
   const int64_t chunk_stride = rows * kChunk;  // elements between a row's consecutive chunks
-  const int64_t esize = bf16 ? 2 : 4;
+  const int64_t esize = bf16 ? 2 : 4, group = shape.group, ahead = shape.ahead;
   const char* base = static_cast<const char*>(tables);
   int64_t chunk_base[kLookupMaxGroup];
   const int64_t chunk_bytes = chunk_stride * esize;  // one table's block of a chunk
@@ -285,10 +284,10 @@ void gather_table_major(const int32_t* codes, const float* scores, int64_t m, in
       const int32_t* rc = codes + grp * m * group;  // (m, group) codes * kChunk
       const float* rs = scores + grp * m * group;   // (m, group)
       for (int64_t t = 0; t < m; ++t) {
-        if (t + kTableMajorAhead < m)  // a later token's rows (in L2): hide the L2 latency
+        if (ahead > 0 && t + ahead < m)  // a later token's rows (in L2): hide the L2 latency
           for (int64_t g = 0; g < gn; ++g)
             prefetch_row_l1(
-                base + (chunk_base[g] + rc[(t + kTableMajorAhead) * group + g]) * esize,
+                base + (chunk_base[g] + rc[(t + ahead) * group + g]) * esize,
                 kChunk * esize);
         next.step();
         for (int64_t g = 0; g < gn; ++g) offs[g] = chunk_base[g] + rc[t * group + g];
@@ -461,7 +460,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
             project_codes<Ops>(x + (t0 + s) * k.d, std::min(kProjTile, m - s), s, m, k, wt,
                                pbias, group, w, tc.data(), ts.data());
           populate_for_write(y + t0 * k.d, m * k.d * static_cast<int64_t>(sizeof(float)));
-          gather_table_major<Ops>(tc.data(), ts.data(), m, group, k, tables, bf16, bias,
+          gather_table_major<Ops>(tc.data(), ts.data(), m, shape, k, tables, bf16, bias,
                                   y + t0 * k.d, w.ybuf.data(), w.offs.data());
         }
       }
@@ -487,7 +486,7 @@ void forward_impl(const float* x, int64_t n, const LookupDims& k, const float* w
         // implicit barrier: the tile's codes are complete
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t cc = 0; cc < nc; ++cc)
-          gather_table_major<Ops>(tc, ts, m, group, k, tables, bf16, bias, y + t0 * k.d,
+          gather_table_major<Ops>(tc, ts, m, shape, k, tables, bf16, bias, y + t0 * k.d,
                                   w.ybuf.data(), w.offs.data(), cc, cc + 1);
       }
     }
@@ -568,7 +567,7 @@ void gather_packed_impl(const int32_t* codes, const float* scores, const void* p
         }  // implicit barrier (also: every thread's gather of tile i - 1 is done)
 #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t c = 0; c < nc; ++c)
-        gather_table_major<Ops>(tc, ts, m, group, k, packed, bf16, zeros.data(), y + t0 * k.d,
+        gather_table_major<Ops>(tc, ts, m, shape, k, packed, bf16, zeros.data(), y + t0 * k.d,
                                 ybuf.data(), offs.data(), c, c + 1);
     }
   }

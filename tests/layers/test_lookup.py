@@ -197,34 +197,40 @@ def test_gradients_match_plain_autograd_float64(projection):
         assert_kernel_close(got, want, what=f"grad {name}")  # float64: rtol 1e-9
 
 
-# (group, tile) of the table-major gather (csrc/kernels/lookup_shape.cpp): the defaults for a
-# small and a 2 MiB+ L2, and an odd one (a group that divides no table count here, small tiles)
-TABLE_MAJOR_SHAPES = [(4, 8192), (8, 4096), (3, 1000)]
+# (group, tile, ahead) of the table-major gather (csrc/kernels/lookup_shape.cpp): the defaults
+# for a small and a 2 MiB+ L2, and an odd one (a group that divides no table count here, small
+# tiles, a prefetch distance longer than some tiles' last group)
+TABLE_MAJOR_SHAPES = [(4, 8192, 4), (8, 4096, 0), (3, 1000, 7)]
 
 
-def test_table_major_default_shape_is_one_of_the_measured():
-    assert lookup_ops.table_major_shape() in TABLE_MAJOR_SHAPES[:2]
+def test_table_major_default_shape_follows_the_l2_size():
+    big_l2 = ops.native().l2_cache_bytes() >= 2 << 20
+    assert lookup_ops.table_major_shape() == TABLE_MAJOR_SHAPES[1 if big_l2 else 0]
 
 
 def test_table_major_shape_rejects_bad_values_and_restores():
     before = lookup_ops.table_major_shape()
-    with pytest.raises(ValueError, match=r"1 <= group <= 16 .* got \(17, 64\)"):
+    with pytest.raises(ValueError, match=r"1 <= group <= 16, .* got \(17, 64, 0\)"):
         lookup_ops.use_table_major_shape(17, 64).__enter__()
-    with pytest.raises(ValueError, match="got \\(2, 0\\)"):
+    with pytest.raises(ValueError, match=r"got \(2, 0, 0\)"):
         lookup_ops.use_table_major_shape(2, 0).__enter__()
-    with lookup_ops.use_table_major_shape(5, 77):
-        assert lookup_ops.table_major_shape() == (5, 77)
+    with pytest.raises(ValueError, match=r"0 <= ahead <= 255 .* got \(2, 8, 256\)"):
+        lookup_ops.use_table_major_shape(2, 8, 256).__enter__()
+    with lookup_ops.use_table_major_shape(5, 77, 3):
+        assert lookup_ops.table_major_shape() == (5, 77, 3)
     assert lookup_ops.table_major_shape() == before
 
 
-@pytest.mark.parametrize("shape", TABLE_MAJOR_SHAPES, ids=lambda s: f"group{s[0]}-tile{s[1]}")
+@pytest.mark.parametrize(
+    "shape", TABLE_MAJOR_SHAPES, ids=lambda s: "group{}-tile{}-ahead{}".format(*s)
+)
 @pytest.mark.parametrize(("threads", "tiles"), [(1, 1), (2, 1), (2, 2), (2, 4)])
 def test_table_major_tiles_shared_by_threads(shape, threads, tiles):
     # one tile (2100 tokens: a short one), two or four (fewer than 4 per thread): the threads
     # split each tile's projection by token and its gather by column chunk (d = 130: 3
     # chunks, an uneven split), so both code buffers are reused; h = 9 tables: the last group
     # is short for every group size
-    group, tile = shape
+    tile = shape[1]
     n = min(2100, tile) if tiles == 1 else (tiles - 1) * tile + 9 + tiles
     layer = make(130, 9, 3)
     x = safe_tokens(layer, n)
@@ -233,7 +239,7 @@ def test_table_major_tiles_shared_by_threads(shape, threads, tiles):
     try:
         torch.set_num_threads(threads)
         for isa in testing.isa_levels():
-            with testing.use_isa(isa), lookup_ops.use_table_major_shape(group, tile):
+            with testing.use_isa(isa), lookup_ops.use_table_major_shape(*shape):
                 got = layer._native_forward(x, 2)
                 assert_kernel_close(got, expected, what=f"{isa} threads={threads}")
                 # the training gather's packed path shares its tiles the same way
@@ -251,11 +257,11 @@ def test_table_major_tiles_shared_by_threads(shape, threads, tiles):
 @pytest.mark.parametrize(
     "shape",
     [pytest.param(s, marks=pytest.mark.slow) if s[1] > 1000 else s for s in TABLE_MAJOR_SHAPES],
-    ids=lambda s: f"group{s[0]}-tile{s[1]}",
+    ids=lambda s: "group{}-tile{}-ahead{}".format(*s),
 )
 def test_table_major_whole_tiles_per_thread(shape):
     # >= 4 tiles per thread: each thread projects and gathers whole tiles of its own
-    group, tile = shape
+    tile = shape[1]
     layer = make(24, 3, 4)
     n = 8 * tile + 301  # 9 tiles, the last one short
     x = safe_tokens(layer, n)
@@ -264,7 +270,7 @@ def test_table_major_whole_tiles_per_thread(shape):
     try:
         torch.set_num_threads(2)
         for isa in testing.isa_levels():
-            with testing.use_isa(isa), lookup_ops.use_table_major_shape(group, tile):
+            with testing.use_isa(isa), lookup_ops.use_table_major_shape(*shape):
                 assert_kernel_close(layer(x), expected, what=f"{isa} own tiles")
                 layer.set_table_dtype(torch.bfloat16)
                 assert_kernel_close(layer(x), layer.reference(x), what=f"{isa} own tiles bf16")

@@ -24,6 +24,17 @@ def collect() -> dict:
         "cpu": _sysinfo.cpu_model(),
         "cpu_features": _sysinfo.simd_features(),
         "cores": _sysinfo.cpu_count(),
+        "l2_cache_bytes": ops.native().l2_cache_bytes() if native else None,
+        # the LookupFFN big-batch gather's shape, picked by the L2 size (kernels/lookup_shape.cpp)
+        "lookup_table_major": (
+            dict(
+                zip(
+                    ("group", "tile", "ahead"), ops.native().lookup_table_major_shape(), strict=True
+                )
+            )
+            if native
+            else None
+        ),
         "torch_threads": torch.get_num_threads(),
         "commit": _sysinfo.git_commit(),
     }
@@ -38,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     for key, value in info.items():
         if isinstance(value, list):
             value = " ".join(map(str, value)) or "-"
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
         if key == "native_error" and value is None:
             continue
         print(f"{key:<{width}}  {value}")

@@ -240,16 +240,18 @@ def run_forward(plan, x: torch.Tensor, order: int = 0) -> torch.Tensor:
     return y
 
 
-def table_major_shape() -> tuple[int, int]:
-    """(group, tile) of the native table-major gather: tables summed per pass, tokens per tile.
+def table_major_shape() -> tuple[int, int, int]:
+    """(group, tile, ahead) of the native table-major gather (big batches).
 
-    The default depends on this CPU's L2 size (``csrc/kernels/lookup_shape.cpp``).
+    ``group`` tables are summed in registers per pass over a tile of ``tile`` tokens, and each
+    token's rows are prefetched into L1 ``ahead`` tokens before it (0: not at all). The
+    default depends on this CPU's L2 size (``csrc/kernels/lookup_shape.cpp``).
     """
     return tuple(ops.native().lookup_table_major_shape())
 
 
 @contextlib.contextmanager
-def use_table_major_shape(group: int, tile: int) -> Iterator[None]:
+def use_table_major_shape(group: int, tile: int, ahead: int = 0) -> Iterator[None]:
     """Run a block with the table-major gather's shape forced (process-wide; tests, tuning).
 
     Outputs differ between shapes only by float summation order. Not for use while another
@@ -257,7 +259,7 @@ def use_table_major_shape(group: int, tile: int) -> Iterator[None]:
     """
     native = ops.native()
     before = native.lookup_table_major_shape()
-    native.set_lookup_table_major_shape(group, tile)
+    native.set_lookup_table_major_shape(group, tile, ahead)
     try:
         yield
     finally:
