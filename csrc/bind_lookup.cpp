@@ -244,13 +244,6 @@ const Registrar reg("lookup", [](py::module_& m) {
         return py::make_tuple(s.group, s.tile, s.ahead);
       },
       "(group, tile, ahead) of the table-major gather now in use (kernels/lookup.h).");
-  m.def(
-      "lookup_default_table_major_shape",
-      [] {
-        const TableMajorShape s = lookup_default_table_major_shape();
-        return py::make_tuple(s.group, s.tile, s.ahead);
-      },
-      "(group, tile, ahead) this CPU's L2 size picks for the table-major gather.");
   m.def("set_lookup_table_major_shape", &set_lookup_table_major_shape, py::arg("group"),
         py::arg("tile"), py::arg("ahead"),
         "Process-wide table-major gather shape; (0, 0, 0) restores the default (tests, tuning).");

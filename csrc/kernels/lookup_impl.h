@@ -28,8 +28,8 @@ constexpr int64_t kOwnTilesPerThread = 4;  // table-major: tiles per thread from
                                            // thread takes whole tiles (else they share each)
 constexpr int64_t kPrefetchAhead = 4;      // token-major: rows prefetched this many tables ahead
 constexpr int64_t kChunk = 64;             // columns per gather pass (8 AVX2 / 4 AVX-512 regs)
-// The table-major tile and group (tables summed in registers per pass) come from
-// lookup_table_major_shape() (kernels/lookup_shape.cpp: chosen by the L2 size).
+// The table-major tile, group (tables summed in registers per pass) and L1 prefetch distance
+// come from lookup_table_major_shape() (kernels/lookup_shape.cpp: chosen by the L2 size).
 constexpr int64_t kQueuedGroup = 32;       // token-major with a prefetch queue: tables summed
                                            // in registers between two steps of the queue
 
@@ -240,11 +240,12 @@ void gather_token_major(const int32_t* codes, const float* scores, int64_t m,
 // Table-major gather (big batches): y (m, d) = bias + sum_k scores * tables[k, codes], tables
 // packed chunk-major (h, nc, rows, kChunk) (see lookup.h): one table's column chunk is one
 // contiguous block of rows * kChunk values, a row's chunk is kChunk contiguous values.
-// codes/scores are grouped as (ceil(h / G), m, G) for G = `group` tables (<= kLookupMaxGroup),
-// codes pre-multiplied by kChunk; per chunk and group of G tables, every token of the tile adds
-// its G rows to its partial sum in ybuf (m, kChunk). The group's slice (G x rows x kChunk) stays in L2
-// while the tile's tokens read it, so each table byte comes from DRAM about once per tile, and
-// codes, scores and ybuf are read as sequential streams.
+// codes/scores are grouped as (ceil(h / G), m, G) for G = shape.group tables (<=
+// kLookupMaxGroup), codes pre-multiplied by kChunk; per chunk and group of G tables, every token
+// of the tile adds its G rows to its partial sum in ybuf (m, kChunk), each token's rows
+// prefetched into L1 shape.ahead tokens before (0: not). The group's slice (G x rows x kChunk)
+// stays in L2 while the tile's tokens read it, so each table byte comes from DRAM about once
+// per tile, and codes, scores and ybuf are read as sequential streams.
 // Scratch: ybuf >= m * kChunk floats, offs >= G. Column chunks [c_begin, c_end) (default:
 // all), so that several threads can share one tile, each with its own chunks (each table byte
 // then comes from DRAM once per tile, not once per thread).

@@ -12,6 +12,8 @@ from liteffn import __version__, _sysinfo, ops
 
 def collect() -> dict:
     native = ops.native_available()
+    # the LookupFFN big-batch gather's shape, picked by the L2 size (kernels/lookup_shape.cpp)
+    shape = ops.native().lookup_table_major_shape() if native else None
     return {
         "liteffn": __version__,
         "torch": torch.__version__,
@@ -25,15 +27,8 @@ def collect() -> dict:
         "cpu_features": _sysinfo.simd_features(),
         "cores": _sysinfo.cpu_count(),
         "l2_cache_bytes": ops.native().l2_cache_bytes() if native else None,
-        # the LookupFFN big-batch gather's shape, picked by the L2 size (kernels/lookup_shape.cpp)
         "lookup_table_major": (
-            dict(
-                zip(
-                    ("group", "tile", "ahead"), ops.native().lookup_table_major_shape(), strict=True
-                )
-            )
-            if native
-            else None
+            dict(zip(("group", "tile", "ahead"), shape, strict=True)) if shape else None
         ),
         "torch_threads": torch.get_num_threads(),
         "commit": _sysinfo.git_commit(),
