@@ -1,8 +1,13 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from liteffn.cli import main
+from liteffn import bench, ops
+from liteffn.cli import build_parser, main
+from liteffn.cli.bench import command_line
 from liteffn.ops import lookup as lookup_ops
 
 
@@ -45,6 +50,40 @@ def test_bench_prints_dense_row_with_ratio(capsys, tmp_path):
 def test_bench_unknown_case_is_a_clear_error(capsys):
     assert main(["bench", "nosuch", "--repeats", "1"]) == 1
     assert "unknown benchmark case 'nosuch'" in capsys.readouterr().err
+
+
+def test_bench_isa_caps_name_what_is_missing(monkeypatch):
+    with pytest.raises(ValueError, match="--isa must be one of avx2, avx512, got 'sse'"):
+        bench.isa_caps_missing("sse", {})
+    monkeypatch.setattr(ops, "available_isas", lambda: ["scalar"])
+    with pytest.raises(ValueError, match="--isa avx2: this machine's kernels run at scalar"):
+        bench.isa_caps_missing("avx2", {})
+    monkeypatch.setattr(ops, "available_isas", lambda: ["scalar", "avx2"])
+    caps = bench.ISA_CAPS["avx2"]
+    assert bench.isa_caps_missing("avx2", {}) == caps
+    assert bench.isa_caps_missing("avx2", {**caps, "MKL_ENABLE_INSTRUCTIONS": "AVX512"}) == {
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2"
+    }
+    assert bench.isa_caps_missing("avx2", dict(caps)) == {}
+
+
+def test_bench_command_line_reproduces_the_arguments():
+    argv = ["bench", "fff", "lookup", "--batch", "1", "128", "--threads", "2", "--targets"]
+    argv += ["--repeats", "3", "--min-time", "0.01", "--csv", "r.csv", "--isa", "avx2"]
+    args = build_parser().parse_args(argv)
+    again = build_parser().parse_args(command_line(args))
+    assert vars(again) == vars(args)
+
+
+@pytest.mark.skipif("avx2" not in ops.available_isas(), reason="needs the AVX2 kernels")
+def test_bench_isa_restarts_with_both_sides_capped():
+    cmd = [sys.executable, "-m", "liteffn", "bench", "dense", "--batch", "1", "--threads", "1"]
+    cmd += ["--repeats", "1", "--min-time", "0.001", "--isa", "avx2"]
+    env = {k: v for k, v in os.environ.items() if k not in bench.ISA_CAPS["avx2"]}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "(isa avx2) | dense: ATen AVX2, MKL AVX2, oneDNN AVX2" in done.stdout
+    assert "| dense | DenseFFN(d_model=768, d_ff=3072) | 3072 | 1 | 1 |" in done.stdout
 
 
 def test_no_command_prints_help(capsys):

@@ -6,12 +6,19 @@ under ``torch.inference_mode()`` and called through the module. Inputs are rando
 drawn from a pool of distinct batches (at least 4096 distinct tokens), so each call and each
 token takes its own path and no layer is timed on a cached input. Reported: medians and the
 ratio ``dense time / layer time`` (higher is better for the layer).
+
+On a machine with AVX-512, PyTorch's dense FFN runs twice as wide as on an AVX2-only one, so a
+ratio taken there says little about the other. ``ISA_CAPS`` are the environment settings that
+cap both sides at one level (our kernels through ``LITEFFN_ISA``; MKL, oneDNN and ATen through
+their own variables); they take effect only in a process started with them set, which is why
+`liteffn bench --isa` re-executes itself.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
 import statistics
 import sys
 import time
@@ -23,7 +30,48 @@ from torch import nn
 
 from liteffn import _sysinfo, ops
 
-__all__ = ["CASES", "BenchCase", "BenchRow", "format_markdown", "run_benchmarks", "write_csv"]
+__all__ = [
+    "CASES",
+    "ISA_CAPS",
+    "BenchCase",
+    "BenchRow",
+    "format_markdown",
+    "isa_caps_missing",
+    "run_benchmarks",
+    "write_csv",
+]
+
+# Per ISA level: the environment that holds our kernels and PyTorch's dense FFN (MKL's GEMM,
+# oneDNN, ATen's vectorized GELU) at that level. Read once, when each library initialises.
+ISA_CAPS: dict[str, dict[str, str]] = {
+    "avx2": {
+        "LITEFFN_ISA": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+    },
+    "avx512": {
+        "LITEFFN_ISA": "avx512",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "ATEN_CPU_CAPABILITY": "avx512",
+    },
+}
+
+
+def isa_caps_missing(level: str, environ: dict[str, str]) -> dict[str, str]:
+    """The settings of ``ISA_CAPS[level]`` that ``environ`` lacks (empty: the caps hold).
+
+    Raises ValueError for an unknown level and for one this CPU (or build) cannot run."""
+    if level not in ISA_CAPS:
+        raise ValueError(f"--isa must be one of {', '.join(ISA_CAPS)}, got {level!r}")
+    available = ops.available_isas()
+    if level not in available:
+        raise ValueError(
+            f"--isa {level}: this machine's kernels run at {', '.join(available) or 'none'} "
+            "(no native module or a CPU without that level)"
+        )
+    return {k: v for k, v in ISA_CAPS[level].items() if environ.get(k) != v}
 
 
 @dataclass(frozen=True)
@@ -286,7 +334,10 @@ def header_lines() -> list[str]:
         f"CPU: {_sysinfo.cpu_model()} ({_sysinfo.cpu_count()} cores; "
         f"{' '.join(_sysinfo.simd_features())})",
         f"commit: {_sysinfo.git_commit()} | torch {torch.__version__} | "
-        f"native: {ops.native_available()} (isa {ops.get_isa()})",
+        f"native: {ops.native_available()} (isa {ops.get_isa()}) | "
+        f"dense: ATen {torch.backends.cpu.get_cpu_capability()}, MKL "
+        f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'uncapped')}, oneDNN "
+        f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}",
     ]
 
 

@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from liteffn import _sysinfo
-from liteffn.bench import CASES, format_markdown, header_lines, run_benchmarks, write_csv
+from liteffn.bench import (
+    CASES,
+    ISA_CAPS,
+    format_markdown,
+    header_lines,
+    isa_caps_missing,
+    run_benchmarks,
+    write_csv,
+)
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The `liteffn bench` arguments that reproduce ``args`` (for re-executing under caps)."""
+    argv = ["bench", *args.cases, "--batch", *map(str, args.batch)]
+    if args.threads:
+        argv += ["--threads", *map(str, args.threads)]
+    if args.targets:
+        argv.append("--targets")
+    argv += ["--repeats", str(args.repeats), "--min-time", str(args.min_time)]
+    for flag, value in (("--markdown", args.markdown), ("--csv", args.csv), ("--isa", args.isa)):
+        if value:
+            argv += [flag, value]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.isa:
+        missing = isa_caps_missing(args.isa, dict(os.environ))
+        if missing:  # the libraries read their caps once, at start-up: start again with them
+            sys.stdout.flush()
+            sys.stderr.flush()
+            env = {**os.environ, **missing}
+            os.execve(sys.executable, [sys.executable, "-m", "liteffn", *command_line(args)], env)
     threads = args.threads or sorted({1, _sysinfo.cpu_count()})
     rows = run_benchmarks(
         args.cases,
@@ -66,6 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.05,
         help="seconds per measurement (calls are batched to reach it)",
+    )
+    p.add_argument(
+        "--isa",
+        choices=list(ISA_CAPS),
+        default=None,
+        help="cap our kernels and PyTorch's dense FFN (MKL, oneDNN, ATen) at this level, e.g. "
+        "avx2 to stand in for a machine without AVX-512 (the command restarts itself with "
+        "the caps set; default: each side uses the best this CPU has)",
     )
     p.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")
     p.add_argument("--csv", metavar="PATH", help="also write the rows as CSV")
