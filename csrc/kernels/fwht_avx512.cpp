@@ -94,6 +94,22 @@ void fwht_row_avx512(float* row, int64_t n, float scale) {
   }
 }
 
+void fwht_stages_avx512(float* row, int64_t n, int64_t h0) {
+  if (n < 16 || h0 < 16) {  // blocks under 16 values (rare): the stages below 16
+    fwht_stage_range_scalar(row, n, h0, n < 16 ? n : 16);
+    if (n <= 16) return;
+    h0 = 16;
+  }
+  static const Signs sg;
+  const __m512 unused = _mm512_setzero_ps();
+  for (int64_t h = h0; h < n;) {  // up to three whole-register stages per pass
+    int r = 0;
+    while (r < 3 && (h << (r + 1)) <= n) ++r;
+    pass<false>(r, row, n, h, sg, false, unused);
+    h <<= r;
+  }
+}
+
 void fwht_rows_avx512(float* x, int64_t rows, int64_t n, float scale, int threads) {
   threads = clamp_threads(threads, rows);
 #pragma omp parallel for num_threads(threads) schedule(static)

@@ -9,7 +9,9 @@
 //   bias (d,) float32 output bias; pbias (P,) float32 projection bias.
 //   Projection weights, packed by liteffn.ops.lookup (transposed to [in, out]):
 //     dense: wt (d, P), wt[i * P + p] = W[p, i] of nn.Linear(d, P).
-//     bh4:   wt (R, 4, D/b, b, b), wt[r, s, j, i, o] = blocks[r, s, j, o, i]; D = padded width.
+//     bh4:   wt (R, 4, D/b, b, b) [in, out]: wt[r, s, j] = blocks[r, s, j]^T H_b / sqrt(D),
+//            D = padded width, H_b the b x b Sylvester Hadamard matrix: since H_D = H_{D/b}
+//            (x) H_b, a stage's FWHT (orthonormal) is then its stages h >= b alone.
 // Semantics (DESIGN "LookupFFN"): z = project(x) (n, P); for table k, code_k packs the signs
 // [z_{k tau + j} > 0] most significant bit first, score_k = (sum_j |z|) * prod_j sigmoid(2|z|)
 // (computed as (sum_j |z|) / prod_j (1 + exp(-2|z|))), and y = bias + sum_k score_k *

@@ -93,7 +93,7 @@ struct Avx2Ops {
       default: break;
     }
   }
-  static void fwht(float* row, int64_t n, float scale) { fwht_row_avx2(row, n, scale); }
+  static void fwht_stages(float* row, int64_t n, int64_t h0) { fwht_stages_avx2(row, n, h0); }
   static void one_plus_exp_neg2abs(const float* z, float* e, int64_t P) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 m2 = _mm256_set1_ps(-2.0f), one = _mm256_set1_ps(1.0f);

@@ -137,7 +137,7 @@ struct Avx512Ops {
       default: break;
     }
   }
-  static void fwht(float* row, int64_t n, float scale) { fwht_row_avx512(row, n, scale); }
+  static void fwht_stages(float* row, int64_t n, int64_t h0) { fwht_stages_avx512(row, n, h0); }
   static void one_plus_exp_neg2abs(const float* z, float* e, int64_t P) {
     const __m512 m2 = _mm512_set1_ps(-2.0f), one = _mm512_set1_ps(1.0f);
     for (int64_t p = 0; p < P; p += 16) {

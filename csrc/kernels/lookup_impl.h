@@ -67,7 +67,9 @@ struct NoProjectHooks {
   void repeat_done(int64_t) {}   // columns [0, p1) of z are final for every token
 };
 
-// z (m, P) = project(x (m, d)); scratch xp, a, c each hold kProjTile * D floats (bh4 only).
+// z (m, P) = project(x (m, d)); bh4: each stage is the block products with the packed blocks,
+// which carry H_b / sqrt(D), then the FWHT stages h >= b across blocks. Scratch xp, a, c each
+// hold kProjTile * D floats (bh4 only).
 // hooks.block() runs after each block product and hooks.repeat_done(p1) once columns [0, p1)
 // of z are final for all m tokens (bh4: after each repeat; dense: at the end).
 template <class Ops, class Hooks = NoProjectHooks>
@@ -83,7 +85,6 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
     return;
   }
   const int64_t D = k.D, b = k.b, nb = D / b;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const float* x0 = x;  // (m, D) rows: x itself when d is the power of two, else xp
   if (d != D) {
     for (int64_t t = 0; t < m; ++t) {  // xp (m, D): x zero-padded to the power of two
@@ -101,7 +102,9 @@ void project_tile(const float* x, int64_t m, const LookupDims& k, const float* w
         Ops::gemm(src + j * b, D, w + j * b * b, b, dst + j * b, D, m, b, b);
         hooks.block();
       }
-      for (int64_t t = 0; t < m; ++t) Ops::fwht(dst + t * D, D, scale);
+      // the FWHT's stages h < b and its 1/sqrt(D) are folded into the blocks (see lookup.h)
+      if (nb > 1)
+        for (int64_t t = 0; t < m; ++t) Ops::fwht_stages(dst + t * D, D, b);
       src = dst;
     }
     const int64_t p0 = r * D, p1 = std::min(P, p0 + D);  // this repeat's slice of z

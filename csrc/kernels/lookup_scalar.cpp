@@ -25,7 +25,7 @@ struct ScalarOps {
       }
     }
   }
-  static void fwht(float* row, int64_t n, float scale) { fwht_row_scalar(row, n, scale); }
+  static void fwht_stages(float* row, int64_t n, int64_t h0) { fwht_stages_scalar(row, n, h0); }
   // e (P,) = 1 + exp(-2 |z|)
   static void one_plus_exp_neg2abs(const float* z, float* e, int64_t P) {
     for (int64_t p = 0; p < P; ++p) e[p] = 1.0f + std::exp(-2.0f * std::fabs(z[p]));

@@ -7,6 +7,7 @@ import torch
 
 from liteffn import ops, testing
 from liteffn.ops import lookup as lookup_ops
+from liteffn.ops.fwht import fwht_reference
 from liteffn.testing import assert_exact, assert_kernel_close
 
 
@@ -122,3 +123,32 @@ def test_big_batch_gather_through_packed_tables(isa):
     scores, codes, tables = _inputs(n, 10, 5, 70)
     got = lookup_ops.gather_accumulate(scores, codes, tables)
     assert_kernel_close(got, lookup_ops.gather_reference(scores, codes, tables), what=isa)
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64])
+def test_hadamard_is_the_fwht_matrix(n):
+    hn = lookup_ops.hadamard(n)
+    assert torch.equal(hn @ hn, n * torch.eye(n, dtype=torch.float64))
+    x = torch.randn(5, n, dtype=torch.float64)
+    torch.testing.assert_close(x @ hn, fwht_reference(x), rtol=1e-12, atol=1e-12)
+
+
+def test_hadamard_rejects_a_width_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two, got 12"):
+        lookup_ops.hadamard(12)
+
+
+@pytest.mark.parametrize("b", [1, 4, 16, 64])
+def test_pack_bh4_folds_the_in_block_fwht_stages(b):
+    # one BH4 stage, D = 64: the packed blocks then the FWHT across blocks (H_{D/b} over the
+    # block index) equal the block products then the whole orthonormal FWHT
+    D, n = 64, 7
+    blocks = torch.randn(1, 4, D // b, b, b, dtype=torch.float64)  # [out, in]
+    x = torch.randn(n, D, dtype=torch.float64)
+    xb = x.reshape(n, D // b, b)  # (N, blocks, b_in)
+    want = fwht_reference(torch.einsum("njb,jab->nja", xb, blocks[0, 0]).reshape(n, D), D**-0.5)
+    packed = lookup_ops.pack_bh4(blocks)  # (1, 4, D/b, b_in, b_out) float32
+    assert packed.dtype == torch.float32 and packed.shape == blocks.shape
+    u = torch.einsum("njb,jba->nja", xb, packed[0, 0].double())  # (N, blocks, b_out)
+    got = torch.einsum("nja,jk->nka", u, lookup_ops.hadamard(D // b)).reshape(n, D)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

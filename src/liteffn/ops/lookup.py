@@ -21,6 +21,7 @@ from liteffn.ops._check import check_f32, check_tensor, threads
 __all__ = [
     "gather_accumulate",
     "gather_reference",
+    "hadamard",
     "make_forward_plan",
     "pack_bh4",
     "pack_dense",
@@ -164,9 +165,29 @@ def pack_dense(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().t().contiguous().float()
 
 
+def hadamard(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The n x n Sylvester Hadamard matrix (entries +-1, n a power of two): H[i, k] =
+    (-1)^popcount(i & k), so that ``fwht_reference(x) == x @ hadamard(n)``."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"hadamard: n must be a power of two, got {n}")
+    i = torch.arange(n)
+    bits = torch.bitwise_and(i[:, None], i[None, :])  # (n, n) i & k
+    parity = torch.zeros_like(bits)
+    while bool(bits.any()):
+        parity ^= bits & 1
+        bits = bits >> 1
+    return (1 - 2 * parity).to(dtype)
+
+
 def pack_bh4(blocks: torch.Tensor) -> torch.Tensor:
-    """BH4 blocks (R, 4, D/b, b, b) [out, in] -> (R, 4, D/b, b, b) [in, out]."""
-    return blocks.detach().transpose(-1, -2).contiguous().float()
+    """BH4 blocks (R, 4, D/b, b, b) [out, in] -> (R, 4, D/b, b, b) [in, out] with each stage's
+    FWHT stages h < b and its 1/sqrt(D) folded in: packed[r, s, j] = blocks[r, s, j]^T H_b /
+    sqrt(D). H_D = H_{D/b} (x) H_b, so the kernel then runs only the FWHT stages h >= b (the
+    ones across blocks). Folded in float64, rounded once to float32."""
+    D = blocks.shape[-3] * blocks.shape[-1]
+    b = blocks.shape[-1]
+    a = blocks.detach().double().transpose(-1, -2)  # (R, 4, D/b, b_in, b_out)
+    return (a @ hadamard(b) * D**-0.5).float().contiguous()  # (R, 4, D/b, b_in, b_out)
 
 
 TABLE_CHUNK = 64  # columns per chunk of the packed inference tables (the kernel's kChunk)
