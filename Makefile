@@ -23,6 +23,8 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	@awk 'length > 100 { print FILENAME ":" FNR ": over 100 columns"; bad = 1 } END { exit bad }' \
+		csrc/*.cpp csrc/*.h csrc/kernels/*.cpp csrc/kernels/*.h benchmarks/*.c
 
 format: setup
 	$(PY) -m ruff format src tests benchmarks

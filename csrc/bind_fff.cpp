@@ -26,7 +26,8 @@ void advise_huge_pages(void* p, int64_t bytes) {
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   if (bytes < static_cast<int64_t>(4 * kHuge)) return;
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
+  const uintptr_t e =
+      (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
   if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);  // failure is harmless
 #else
   (void)p;

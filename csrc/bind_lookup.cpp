@@ -244,6 +244,8 @@ const Registrar reg("lookup", [](py::module_& m) {
         return py::make_tuple(s.group, s.tile, s.ahead);
       },
       "(group, tile, ahead) of the table-major gather now in use (kernels/lookup.h).");
+  m.def("lookup_table_major_shape_overridden", &lookup_table_major_shape_overridden,
+        "Whether a set_lookup_table_major_shape override (not the default) is in force.");
   m.def("set_lookup_table_major_shape", &set_lookup_table_major_shape, py::arg("group"),
         py::arg("tile"), py::arg("ahead"),
         "Process-wide table-major gather shape; (0, 0, 0) restores the default (tests, tuning).");

@@ -8,7 +8,8 @@
 //   w_out (trees*nodes, d) output row of each neuron
 //   b_out (d) or nullptr   output bias
 //   y     (n, d)           output, fully overwritten
-//   path  (n, K) int32 or nullptr: global row visited by token i, tree t, level l at [i, t*(depth+1)+l]
+//   path  (n, K) int32 or nullptr: global row visited by token i, tree t, level l, at
+//         [i, t*(depth+1)+l]
 //   act   (n, K) or nullptr: the pre-activation a of that row
 // Per token and tree: a = <x, w_in[r]> + b_in[r]; y += gelu(a) * w_out[r] (exact erf GELU);
 // go right iff a > 0 (a <= 0 and NaN go left), so every row index stays in range for any input.

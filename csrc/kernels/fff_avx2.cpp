@@ -30,7 +30,8 @@ inline __m256 gelu8(__m256 a) {
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), v);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
   __m256 e = _mm256_set1_ps(kE7);
-  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f}) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
+  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f})
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
   // * 2^n: n in [-126, 0], so (n + 127) << 23 is a normal float's bit pattern
   const __m256i bits =
       _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
@@ -143,8 +144,9 @@ struct Prim : X86Hints {
                                a[u]);
     for (; c + 8 <= d; c += 8)
       a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(w + c), a[0]);
-    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
-                                   _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
+    const __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    const __m256 hi = _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7]));
+    const __m256 s = _mm256_add_ps(lo, hi);
     float r = hsum(s);
     for (; c < d; ++c) r += x[c] * w[c];
     return r;
@@ -166,7 +168,8 @@ struct Prim : X86Hints {
       for (int64_t j = 0; j < k; ++j) {
         const float* w = w_out + rows[j] * d + c;
         const __m256 gj = _mm256_set1_ps(g[j]);
-        for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[u]);
+        for (int u = 0; u < 8; ++u)
+          acc[u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[u]);
       }
       if (stream)
         for (int u = 0; u < 8; ++u) _mm256_stream_ps(y + c + 8 * u, acc[u]);

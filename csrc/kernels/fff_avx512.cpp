@@ -25,13 +25,15 @@ inline __m512 gelu16(__m512 a) {
   const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 z = _mm512_abs_ps(_mm512_mul_ps(a, _mm512_set1_ps(kInvSqrt2)));
   // exp(-z^2) = 2^n e^r, n = round(v log2 e), r = v - n ln 2 (in two parts); max keeps NaN
-  const __m512 v = _mm512_max_ps(_mm512_set1_ps(kExpMin), _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z));
+  const __m512 v = _mm512_max_ps(_mm512_set1_ps(kExpMin),
+                                 _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), v);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
   __m512 e = _mm512_set1_ps(kE7);
-  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f}) e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
+  for (const float c : {kE6, kE5, kE4, kE3, kE2, 1.0f, 1.0f})
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
   e = _mm512_scalef_ps(e, n);  // e * 2^n
   // erf(z) = 1 - t (c1 + t (c2 + ...)) exp(-z^2), t = 1 / (1 + p z)
   const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(kP), z, one));
@@ -152,7 +154,8 @@ struct Prim : X86Hints {
       for (int64_t j = 0; j < k; ++j) {
         const float* w = w_out + rows[j] * d + c;
         const __m512 gj = _mm512_set1_ps(g[j]);
-        for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[u]);
+        for (int u = 0; u < 8; ++u)
+          acc[u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[u]);
       }
       if (stream)
         for (int u = 0; u < 8; ++u) _mm512_stream_ps(y + c + 16 * u, acc[u]);

@@ -75,7 +75,8 @@ struct Descent {
   // The forest schedule pays off when there are several trees and each is small enough that
   // its rows stay in L2 while a tile of tokens walks it.
   bool forest() const {
-    return a.trees >= 2 && 2 * nodes * a.d * static_cast<int64_t>(sizeof(float)) <= kForestTreeBytes;
+    return a.trees >= 2 &&
+           2 * nodes * a.d * static_cast<int64_t>(sizeof(float)) <= kForestTreeBytes;
   }
 };
 

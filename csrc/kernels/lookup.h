@@ -49,6 +49,7 @@ TableMajorShape lookup_table_major_shape();
 TableMajorShape lookup_default_table_major_shape();
 // throws std::invalid_argument on a shape out of range
 void set_lookup_table_major_shape(int64_t group, int64_t tile, int64_t ahead);
+bool lookup_table_major_shape_overridden();  // a set_... shape is in force (not the default)
 
 // Loop order of the gather: 0 = choose by batch size, 1 = token-major, 2 = table-major.
 // x (n, d), y (n, d) may not alias; any n >= 0.
@@ -62,7 +63,8 @@ void lookup_forward_avx512(const float* x, int64_t n, const LookupDims& dims, co
                            const float* pbias, const void* tables, bool tables_bf16,
                            const float* bias, float* y, int order, int threads);
 
-// Training forward of the gather (tables here in the plain (h, rows, d) layout): y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k], :].
+// Training forward of the gather (tables here in the plain (h, rows, d) layout):
+//   y (n, d) = sum_k scores[n, k] * tables[k, codes[n, k], :].
 //   codes (n, h) int32 in [0, rows), scores (n, h), tables (h, rows, d), y (n, d) overwritten.
 template <typename T>
 void lookup_gather_scalar(const int32_t* codes, const T* scores, const T* tables, int64_t n,

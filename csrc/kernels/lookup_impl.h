@@ -608,11 +608,13 @@ void gather_backward_impl(const T* g, const int32_t* codes, const T* scores, con
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t q0 = h * id / nt, q1 = h * (id + 1) / nt;  // this thread's tables
-    if (grad_rows && !row_index) std::fill(grad_rows + q0 * rows * d, grad_rows + q1 * rows * d, T(0));
+    if (grad_rows && !row_index)
+      std::fill(grad_rows + q0 * rows * d, grad_rows + q1 * rows * d, T(0));
     for (int64_t q = q0; q < q1; ++q) {
       for (int64_t t = 0; t < n; ++t) {
         const int64_t c = codes[t * h + q];
-        if (grad_scores) grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
+        if (grad_scores)
+          grad_scores[t * h + q] = Ops::dot(g + t * d, tables + (q * rows + c) * d, d);
         if (grad_rows) {
           const int64_t r = row_index ? row_index[t * h + q] : q * rows + c;
           Ops::axpy(grad_rows + r * d, scores[t * h + q], g + t * d, d);

@@ -75,7 +75,8 @@ void lookup_pack_tables(const float* tables, int64_t h, int64_t rows, int64_t d,
       const int64_t len = std::min(kChunk, d - c * kChunk);
       float* out = dst + (q * nc + c) * rows * kChunk;  // (rows, kChunk) block of table q
       for (int64_t r = 0; r < rows; ++r) {
-        std::memcpy(out + r * kChunk, tables + (q * rows + r) * d + c * kChunk, sizeof(float) * len);
+        std::memcpy(out + r * kChunk, tables + (q * rows + r) * d + c * kChunk,
+                    sizeof(float) * len);
         std::fill(out + r * kChunk + len, out + (r + 1) * kChunk, 0.0f);
       }
     }

@@ -47,6 +47,10 @@ TableMajorShape lookup_table_major_shape() {
   return TableMajorShape{v >> 40, v & 0xFFFFFFFF, (v >> 32) & 0xFF};
 }
 
+bool lookup_table_major_shape_overridden() {
+  return override_slot().load(std::memory_order_relaxed) != 0;
+}
+
 void set_lookup_table_major_shape(int64_t group, int64_t tile, int64_t ahead) {
   if (group == 0 && tile == 0 && ahead == 0) {
     override_slot().store(0, std::memory_order_relaxed);

@@ -2,8 +2,9 @@
 // for 256 tokens: token t is bit t % 8 of byte t / 8). Thermometer bits come from compare +
 // movemask and an 8x8 bit transpose, each LUT is a multiplexer tree of bitwise selects, each
 // channel's group is counted with a bit-sliced ripple-carry counter, and another 8x8 transpose
-// turns count bit-planes into per-token counts for the affine-table lookup. Blocks of fewer than kLutSliceMinTokens tokens use the scalar per-token
-// path. Same results as the scalar kernel, bit for bit.
+// turns count bit-planes into per-token counts for the affine-table lookup. Blocks of fewer
+// than kLutSliceMinTokens tokens use the scalar per-token path. Same results as the scalar
+// kernel, bit for bit.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -90,7 +91,8 @@ void thermometer(const LutNet& net, const float* x, int64_t begin, int64_t count
     for (int64_t c = 0; c < d; ++c) {
       for (int64_t i0 = 0; i0 < T; i0 += 8) {
         const int64_t levels = std::min<int64_t>(8, T - i0);
-        const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane_mask + 8 - levels));
+        const __m256i mask =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane_mask + 8 - levels));
         const __m256 thr = _mm256_maskload_ps(net.thresholds + c * T + i0, mask);
         uint64_t m = 0;
         for (int64_t k = 0; k < rows; ++k) {
@@ -190,7 +192,9 @@ void forward_n(const LutNet& net, const float* x, int64_t tokens, float* y, int 
 }  // namespace
 
 void lut_forward_avx2(const LutNet& net, const float* x, int64_t tokens, float* y, int threads) {
-  dispatch_lut_inputs(net.n, [&](auto n) { forward_n<decltype(n)::value>(net, x, tokens, y, threads); });
+  dispatch_lut_inputs(net.n, [&](auto n) {
+    forward_n<decltype(n)::value>(net, x, tokens, y, threads);
+  });
 }
 
 }  // namespace liteffn

@@ -227,7 +227,8 @@ void thermometer(const LutNet& net, const float* x, int64_t count, V* out, const
       if ((tg + 2) * 16 < count) {  // the tile's lines two groups ahead (x is read by column tiles)
         const int64_t ahead = std::min<int64_t>(16, count - (tg + 2) * 16);
         for (int64_t i = 0; i < ahead; ++i)
-          _mm_prefetch(reinterpret_cast<const char*>(x + ((tg + 2) * 16 + i) * d + c0), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(x + ((tg + 2) * 16 + i) * d + c0),
+                       _MM_HINT_T0);
       }
       __m512 r[16];
 #pragma GCC unroll 16
@@ -355,7 +356,8 @@ void block_sliced(const LutNet& net, const float* x, int64_t begin, int64_t coun
         __m512i idx;  // counts of tokens tg*16 .. tg*16 + 15, channel c0 + cc
         if (planes <= 8) {
           idx = _mm512_maskz_cvtepu8_epi32(
-              0xFFFF,               _mm_load_si128(reinterpret_cast<const __m128i*>(cnt8 + cc * kBlock + 16 * tg)));
+              0xFFFF,
+              _mm_load_si128(reinterpret_cast<const __m128i*>(cnt8 + cc * kBlock + 16 * tg)));
         } else {
           idx = _mm512_setzero_si512();
           for (int b = 0; b < planes && b < 31; ++b)
@@ -418,7 +420,9 @@ void forward_n(const LutNet& net, const float* x, int64_t tokens, float* y, int 
 
 void lut_forward_avx512(const LutNet& net, const float* x, int64_t tokens, float* y,
                         int threads) {
-  dispatch_lut_inputs(net.n, [&](auto n) { forward_n<decltype(n)::value>(net, x, tokens, y, threads); });
+  dispatch_lut_inputs(net.n, [&](auto n) {
+    forward_n<decltype(n)::value>(net, x, tokens, y, threads);
+  });
 }
 
 }  // namespace liteffn

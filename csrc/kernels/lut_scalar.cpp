@@ -141,11 +141,15 @@ void forward_n(const LutNet& net, const float* x, int64_t tokens, float* y, int 
 
 void lut_tokens_scalar(const LutNet& net, const float* x, int64_t begin, int64_t end, float* y,
                        uint8_t* bytes_a, uint8_t* bytes_b) {
-  dispatch_lut_inputs(net.n, [&](auto n) { tokens_n<decltype(n)::value>(net, x, begin, end, y, bytes_a, bytes_b); });
+  dispatch_lut_inputs(net.n, [&](auto n) {
+    tokens_n<decltype(n)::value>(net, x, begin, end, y, bytes_a, bytes_b);
+  });
 }
 
 void lut_forward_scalar(const LutNet& net, const float* x, int64_t tokens, float* y, int threads) {
-  dispatch_lut_inputs(net.n, [&](auto n) { forward_n<decltype(n)::value>(net, x, tokens, y, threads); });
+  dispatch_lut_inputs(net.n, [&](auto n) {
+    forward_n<decltype(n)::value>(net, x, tokens, y, threads);
+  });
 }
 
 }  // namespace liteffn

@@ -54,7 +54,8 @@ inline void lut_train_forward_impl(const float* bits, const int64_t* mapping, co
       if (table[j * size + a] > 0.0f) w |= uint64_t{1} << a;  // NaN compares false -> 0
     packed[static_cast<size_t>(j)] = w;
   }
-  for (int64_t i = 0; i < out * n; ++i) map32[static_cast<size_t>(i)] = static_cast<int32_t>(mapping[i]);
+  for (int64_t i = 0; i < out * n; ++i)
+    map32[static_cast<size_t>(i)] = static_cast<int32_t>(mapping[i]);
   const int32_t* m = map32.data();
   const uint64_t* pk = packed.data();
   switch (n) {

@@ -216,9 +216,16 @@ def test_table_major_shape_rejects_bad_values_and_restores():
         lookup_ops.use_table_major_shape(2, 0).__enter__()
     with pytest.raises(ValueError, match=r"0 <= ahead <= 255 .* got \(2, 8, 256\)"):
         lookup_ops.use_table_major_shape(2, 8, 256).__enter__()
+    native = ops.native()
+    assert not native.lookup_table_major_shape_overridden()
     with lookup_ops.use_table_major_shape(5, 77, 3):
         assert lookup_ops.table_major_shape() == (5, 77, 3)
+        with lookup_ops.use_table_major_shape(2, 9):  # nested: back to (5, 77, 3), an override
+            assert lookup_ops.table_major_shape() == (2, 9, 0)
+        assert lookup_ops.table_major_shape() == (5, 77, 3)
+        assert native.lookup_table_major_shape_overridden()
     assert lookup_ops.table_major_shape() == before
+    assert not native.lookup_table_major_shape_overridden()  # the default again, not a copy
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,13 @@ def use_table_major_shape(group: int, tile: int, ahead: int = 0) -> Iterator[Non
     thread runs LookupFFN forwards.
     """
     native = ops.native()
-    before = native.lookup_table_major_shape()
+    # an override in force is restored as it was; else the default (0, 0, 0), so that the
+    # shape keeps following the CPU
+    before = (
+        native.lookup_table_major_shape()
+        if native.lookup_table_major_shape_overridden()
+        else (0, 0, 0)
+    )
     native.set_lookup_table_major_shape(group, tile, ahead)
     try:
         yield
