@@ -84,19 +84,11 @@ class LookupEval {
     params_.add(proj, "bias", true);
   }
 
-  py::object operator()(py::handle xh) const {
-    PyObject* x = xh.ptr();
-    int64_t n = 0;
-    const int64_t d = plan_->k.d;
-    if (!plain_input(x, torch_, d, &n) || !params_.unchanged()) return py::none();
-    py::object y = new_output(x, torch_, n, d);
-    const int threads = torch_threads(torch_);
-    const uintptr_t xp = evalcall::data_ptr(x), yp = evalcall::data_ptr(y.ptr());
-    {
-      py::gil_scoped_release release;
+  py::object operator()(py::handle x) const {
+    return eval_plain(x, torch_, plan_->k.d, params_, [this](uintptr_t xp, int64_t n,
+                                                             uintptr_t yp, int threads) {
       plan_->run(xp, n, yp, 0, threads);
-    }
-    return y;
+    });
   }
 
   bool current() const { return params_.unchanged(); }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "eval_call.h"
 #include "kernels/lut.h"
 
 namespace py = pybind11;
@@ -108,6 +109,40 @@ class LutModel {
   LutNet net_;
 };
 
+// LUTFFN's eval call with the per-call checks in C (eval_call.h), built by the layer with its
+// packed model: eval(x) returns y, or None when x is not a plain input or a tensor the model
+// was packed from changed (other object, new storage or an in-place update: the model holds
+// packed copies, so version counters are watched); the layer then re-packs and rebuilds.
+class LutEval {
+ public:
+  // watched: (dict, name) pairs -- the layer's and its LUT layers' _parameters / _buffers
+  // entries the model was packed from.
+  LutEval(py::object model, int64_t d, const py::list& watched, TorchRefs torch_refs)
+      : model_obj_(std::move(model)), d_(d), torch_(std::move(torch_refs)) {
+    model_ = &model_obj_.cast<const LutModel&>();
+    for (const py::handle pair : watched) {
+      const py::tuple t = py::reinterpret_borrow<py::tuple>(pair);
+      params_.add(t[0].cast<py::dict>(), t[1].cast<std::string>().c_str(), true);
+    }
+  }
+
+  py::object operator()(py::handle x) const {
+    return eval_plain(x, torch_, d_, params_, [this](uintptr_t xp, int64_t n, uintptr_t yp,
+                                                     int threads) {
+      model_->forward(xp, n, yp, threads);
+    });
+  }
+
+  bool current() const { return params_.unchanged(); }
+
+ private:
+  py::object model_obj_;  // keeps the model (and so model_) alive
+  const LutModel* model_;
+  int64_t d_;
+  TorchRefs torch_;
+  WatchedParams params_;
+};
+
 const Registrar reg("lut", [](py::module_& m) {
   py::class_<LutModel>(m, "LutModel",
                        "A packed LUTFFN network (see csrc/kernels/lut.h for the layout).")
@@ -119,6 +154,15 @@ const Registrar reg("lut", [](py::module_& m) {
            py::arg("threads"), py::call_guard<py::gil_scoped_release>(),
            "y (tokens, d) = LUTFFN(x (tokens, d)); float32, contiguous.")
       .def("table_words", &LutModel::table_words, py::arg("layer"));
+  auto eval_cls = py::class_<LutEval>(m, "LutEval");
+  register_eval_caller(eval_cls.ptr(), &call_eval<LutEval>);
+  eval_cls
+      .def(py::init<py::object, int64_t, const py::list&, TorchRefs>(), py::arg("model"),
+           py::arg("d"), py::arg("watched"), py::arg("torch_refs"))
+      .def("__call__", &LutEval::operator(), py::arg("x"),
+           "y for a plain contiguous float32 CPU tensor x (..., d), or None (bind_lut.cpp).")
+      .def("current", &LutEval::current,
+           "Whether the tensors are still those the model was packed from.");
 });
 
 }  // namespace

@@ -5,8 +5,8 @@
 // weights through L2. This is the same dispatch as the Python mixin, as a method descriptor
 // of the class: an eval call with one positional argument, no hooks (the module's or
 // nn.Module's global ones), no compiled call and no JIT tracing goes to the layer's cached
-// native eval call (its __dict__["_eval_call"], an FFFEval or LookupEval); when that is
-// missing or returns None (first call, changed weights, an unusual x), or for any other call,
+// native eval call (its __dict__["_eval_call"], an FFFEval, LookupEval or LutEval); when that
+// is missing or returns None (first call, changed weights, an unusual x), or for any other call,
 // to nn.Module.__call__ (looked up at call time, so torch.fx's patching of it is honoured),
 // whose forward rebuilds the eval call or takes the checked path.
 #include <pybind11/pybind11.h>

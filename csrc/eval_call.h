@@ -1,6 +1,6 @@
-// The per-call checks of a layer's native eval call (FFFEval, LookupEval), done through the
-// CPython API: in Python the same checks cost a few µs per call (more after a kernel has
-// flushed the caches), as much as a batch-1 kernel. No PyTorch headers: torch's objects (the
+// The per-call checks of a layer's native eval call (FFFEval, LookupEval, LutEval), done
+// through the CPython API: in Python the same checks cost a few µs per call (more after a
+// kernel has flushed the caches), as much as a batch-1 kernel. No PyTorch headers: torch's objects (the
 // Tensor type, float32, empty_like, ...) are handed in from Python once, and tensors are read
 // through their Python attributes.
 #pragma once
@@ -173,6 +173,25 @@ class WatchedParams {
   };
   std::vector<Entry> entries_;
 };
+
+// The body of every eval call: for a plain x (plain_input) while the watched parameters are
+// unchanged, a new output y and run(x address, n, y address, threads) with the GIL released
+// (not called for n == 0); else None, and the layer takes its checked path.
+template <class Run>
+py::object eval_plain(py::handle xh, const TorchRefs& t, int64_t d, const WatchedParams& params,
+                      Run&& run) {
+  PyObject* x = xh.ptr();
+  int64_t n = 0;
+  if (!plain_input(x, t, d, &n) || !params.unchanged()) return py::none();
+  py::object y = new_output(x, t, n, d);
+  const int threads = torch_threads(t);
+  const uintptr_t xp = evalcall::data_ptr(x), yp = evalcall::data_ptr(y.ptr());
+  if (n > 0) {
+    py::gil_scoped_release release;
+    run(xp, n, yp, threads);
+  }
+  return y;
+}
 
 // The C __call__ (bind_module_call.cpp) calls a layer's native eval call without pybind11's
 // dispatch when the eval call's class registered a caller for its Python type here (each

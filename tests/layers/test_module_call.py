@@ -14,13 +14,14 @@ import torch
 from torch import fx, nn
 from torch.nn.modules import module as module_mod
 
-from liteffn import FastFeedForward, LookupFFN, ops
+from liteffn import LUTFFN, FastFeedForward, LookupFFN, ops
 from liteffn.layers.base import NativeEvalCall
 from liteffn.testing import assert_kernel_close
 
 LAYERS = {
     "fff": lambda: FastFeedForward(16, depth=3),
     "lookup": lambda: LookupFFN(16, 4, 3, block_size=8),
+    "lut": lambda: LUTFFN(16, bits_per_channel=3, hidden_luts=32, luts_per_output=4),
 }
 
 needs_native = pytest.mark.skipif(not ops.native_available(), reason="native module not built")

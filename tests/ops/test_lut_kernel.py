@@ -165,6 +165,18 @@ def test_repacks_after_parameter_changes(isa):
     assert_exact(ffn(x), ffn.reference(x))
     ffn.layers[0].mapping.copy_(ffn.layers[0].mapping.flip(0))
     assert_exact(ffn(x), ffn.reference(x))
+    # the native LutEval watches each packed tensor's object, pointer and version
+    with torch.no_grad():
+        ffn.shift.add_(0.25)  # in place: same pointer, new version
+    assert_exact(ffn(x), ffn.reference(x))
+    ffn.scale.data = ffn.scale.detach() * -2  # new storage under the same Parameter
+    assert_exact(ffn(x), ffn.reference(x))
+    table = ffn.layers[0].table.detach().clone()
+    ffn.layers[0].table = torch.nn.Parameter(-table)  # a new Parameter object
+    assert_exact(ffn(x), ffn.reference(x))
+    ffn.layers[1].mapping = ffn.layers[1].mapping.flip(0).contiguous()  # a new buffer object
+    assert_exact(ffn(x), ffn.reference(x))
+    assert type(ffn._eval_call).__name__ == "LutEval" and ffn._eval_call.current()
 
 
 def test_learnable_mapping_network_is_exact(isa):

@@ -24,7 +24,7 @@ from torch import nn
 
 from liteffn import ops
 from liteffn.cost import Cost
-from liteffn.layers.base import FFNLayer, check_input
+from liteffn.layers.base import FFNLayer, NativeEvalCall, check_input
 from liteffn.ops import lut as lut_ops
 from liteffn.ops.lut import lut_forward, lut_model
 
@@ -285,7 +285,7 @@ def _hidden_sizes(hidden_luts: int | Sequence[int] | None, d_model: int) -> list
     return sizes
 
 
-class LUTFFN(FFNLayer):
+class LUTFFN(NativeEvalCall, FFNLayer):
     """Weightless FFN: thermometer bits -> LUT layers -> group popcount -> per-channel affine.
 
     * ``bits[:, c*T + i] = [x_c > thresholds[c, i]]`` (``T = bits_per_channel``; ties and NaN
@@ -341,6 +341,7 @@ class LUTFFN(FFNLayer):
         self.shift = nn.Parameter(torch.zeros(d_model))
         self._packed = None
         self._packed_key: tuple | None = None
+        self._eval_call = None  # native LutEval over _packed (NativeEvalCall.__call__ calls it)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -411,6 +412,9 @@ class LUTFFN(FFNLayer):
             or (x.requires_grad and torch.is_grad_enabled())
         ):
             return super().forward(x)  # checks the input, raises with a clear message
+        y = self._fast_eval(x)
+        if y is not None:
+            return y
         model = self.native_model()
         if model is None:
             return super().forward(x)
@@ -419,21 +423,41 @@ class LUTFFN(FFNLayer):
         model.forward(x2.data_ptr(), x2.shape[0], y.data_ptr(), torch.get_num_threads())
         return y
 
+    def _fast_eval(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The kernel through the native LutEval built with the packed model, or None when x
+        is unusual (not contiguous, ...: forward then handles it) or there is no native model."""
+        call = self.__dict__.get("_eval_call")
+        if call is not None:
+            y = call(x)
+            if y is not None:
+                return y
+            if call.current():
+                return None  # an unusual x
+            self._packed_key = None  # a tensor the model was packed from changed: re-pack
+        if self.native_model() is None:
+            return None
+        return self._eval_call(x)
+
     def _use_native(self, x2: torch.Tensor) -> bool:
         return super()._use_native(x2) and self.thresholds.dtype == torch.float32
 
     def _native_forward(self, x2: torch.Tensor) -> torch.Tensor:
         return lut_forward(self.native_model(), x2, self.d_model)
 
-    def _state_key(self) -> tuple:
+    def _packed_from(self) -> list[tuple[dict, str]]:
+        """(dict, name) of every tensor the packed model depends on: this module's and its
+        LUT layers' ``_parameters`` / ``_buffers`` entries."""
         # Direct dict access: nn.Module.__getattr__ would cost ~20 µs here, per call.
         p = self._parameters
-        tensors = [p["thresholds"], p["scale"], p["shift"]]
+        entries = [(p, "thresholds"), (p, "scale"), (p, "shift")]
         for layer in self._modules["layers"]._modules.values():
-            tensors += [layer._parameters["table"], layer._buffers["mapping"]]
+            entries += [(layer._parameters, "table"), (layer._buffers, "mapping")]
             if "mapping_weight" in layer._parameters:
-                tensors.append(layer._parameters["mapping_weight"])
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+                entries.append((layer._parameters, "mapping_weight"))
+        return entries
+
+    def _state_key(self) -> tuple:
+        return tuple((d[k].data_ptr(), d[k]._version) for d, k in self._packed_from())
 
     def native_model(self):
         """The packed native network for the current parameters, or None when the native
@@ -456,11 +480,14 @@ class LUTFFN(FFNLayer):
                     [layer.table.detach().float().contiguous() for layer in self.layers],
                 )
             self._packed_key = self._state_key()
+            self._eval_call = ops.native().LutEval(
+                self._packed, self.d_model, self._packed_from(), ops.torch_refs()
+            )
         return self._packed
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()  # the native model is rebuilt on demand, never pickled
-        state["_packed"], state["_packed_key"] = None, None
+        state["_packed"], state["_packed_key"], state["_eval_call"] = None, None, None
         return state
 
     def cost(self) -> Cost:

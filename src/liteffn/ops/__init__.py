@@ -108,7 +108,8 @@ _torch_refs = None
 
 
 def torch_refs():
-    """torch's objects the layers' native eval calls (FFFEval, LookupEval) use, built once."""
+    """torch's objects the layers' native eval calls (FFFEval, LookupEval, LutEval) use, built
+    once."""
     global _torch_refs
     if _torch_refs is None:
         _torch_refs = native().TorchRefs(
