@@ -21,14 +21,13 @@ test-fast: setup
 	LITEFFN_REQUIRE_NATIVE=1 $(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
-	@awk 'length > 100 { print FILENAME ":" FNR ": over 100 columns"; bad = 1 } END { exit bad }' \
-		csrc/*.cpp csrc/*.h csrc/kernels/*.cpp csrc/kernels/*.h benchmarks/*.c
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff format --check src tests benchmarks scripts
+	$(PY) scripts/check_columns.py csrc benchmarks
 
 format: setup
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks scripts
+	$(PY) -m ruff check --fix src tests benchmarks scripts
 
 sanitize: setup  ## build the native module with ASan + UBSan and run the kernel tests on it
 	bash scripts/sanitize.sh $(KERNEL_TESTS)

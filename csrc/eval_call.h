@@ -1,8 +1,8 @@
 // The per-call checks of a layer's native eval call (FFFEval, LookupEval, LutEval), done
 // through the CPython API: in Python the same checks cost a few µs per call (more after a
-// kernel has flushed the caches), as much as a batch-1 kernel. No PyTorch headers: torch's objects (the
-// Tensor type, float32, empty_like, ...) are handed in from Python once, and tensors are read
-// through their Python attributes.
+// kernel has flushed the caches), as much as a batch-1 kernel. No PyTorch headers: torch's
+// objects (the Tensor type, float32, empty_like, ...) are handed in from Python once, and
+// tensors are read through their Python attributes.
 #pragma once
 #include <pybind11/pybind11.h>
 
