@@ -7,6 +7,7 @@ decodes greedily with its KV cache. Models are timed interleaved in the same run
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Sequence
@@ -152,13 +153,15 @@ def time_decode(
     out: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "decode": []} for k in models}
 
     def run(m, rec):
+        # the KV cache's name: `cache` in recent transformers (`past_key_values` deprecated)
+        name = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
         t = time.perf_counter()
         o = m(input_ids=ids, use_cache=True)
         t1 = time.perf_counter()
-        past, nxt = o.past_key_values, o.logits[:, -1:].argmax(-1)  # (1, 1)
+        past, nxt = getattr(o, name), o.logits[:, -1:].argmax(-1)  # (1, 1)
         for _ in range(decode):
-            o = m(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = o.past_key_values, o.logits[:, -1:].argmax(-1)
+            o = m(input_ids=nxt, use_cache=True, **{name: past})
+            past, nxt = getattr(o, name), o.logits[:, -1:].argmax(-1)
         t2 = time.perf_counter()
         if rec is not None:
             rec["prefill"].append(t1 - t)
