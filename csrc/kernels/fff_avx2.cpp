@@ -152,38 +152,15 @@ struct Prim : X86Hints {
     return r;
   }
 
-  // y = b_out + sum_j g[j] * w_out[rows[j]], 64 columns at a time in 8 registers (8 independent
-  // FMA chains across the K rows), then 8 columns, then a scalar tail.
-  // With stream (large batches), rows of y that start 32-byte aligned are written with
-  // non-temporal stores: y is not read back here, so skipping the read-for-ownership saves a
-  // third of its memory traffic. Callers issue fence() before other threads may read y.
+  // y = b_out + sum_j g[j] * w_out[rows[j]]: 64 columns at a time in 8 registers, then 8
+  // (gather_sum_chunks, fff_x86.h), then a scalar tail. With stream (large batches), rows of y
+  // that start 32-byte aligned are written with non-temporal stores: y is not read back here,
+  // so skipping the read-for-ownership saves a third of its memory traffic. Callers issue
+  // fence() before other threads may read y.
   static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
                          const float* g, int64_t k, int64_t d, bool stream = false) {
     stream = stream && (reinterpret_cast<uintptr_t>(y) & 31) == 0 && d % 8 == 0;
-    int64_t c = 0;
-    for (; c + 64 <= d; c += 64) {
-      __m256 acc[8];
-      for (int u = 0; u < 8; ++u)
-        acc[u] = b_out ? _mm256_loadu_ps(b_out + c + 8 * u) : _mm256_setzero_ps();
-      for (int64_t j = 0; j < k; ++j) {
-        const float* w = w_out + rows[j] * d + c;
-        const __m256 gj = _mm256_set1_ps(g[j]);
-        for (int u = 0; u < 8; ++u)
-          acc[u] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(w + 8 * u), acc[u]);
-      }
-      if (stream)
-        for (int u = 0; u < 8; ++u) _mm256_stream_ps(y + c + 8 * u, acc[u]);
-      else
-        for (int u = 0; u < 8; ++u) _mm256_storeu_ps(y + c + 8 * u, acc[u]);
-    }
-    for (; c + 8 <= d; c += 8) {
-      __m256 acc = b_out ? _mm256_loadu_ps(b_out + c) : _mm256_setzero_ps();
-      for (int64_t j = 0; j < k; ++j)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(g[j]), _mm256_loadu_ps(w_out + rows[j] * d + c), acc);
-      if (stream) _mm256_stream_ps(y + c, acc);
-      else _mm256_storeu_ps(y + c, acc);
-    }
-    for (; c < d; ++c) {
+    for (int64_t c = gather_sum_chunks<Vec8>(y, b_out, w_out, rows, g, k, d, stream); c < d; ++c) {
       float acc = b_out ? b_out[c] : 0.0f;
       for (int64_t j = 0; j < k; ++j) acc += g[j] * w_out[rows[j] * d + c];
       y[c] = acc;

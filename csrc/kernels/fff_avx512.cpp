@@ -139,38 +139,21 @@ struct Prim : X86Hints {
         _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
   }
 
-  // y = b_out + sum_j g[j] * w_out[rows[j]], 128 columns at a time in 8 registers (8
-  // independent FMA chains across the K rows), then 16 columns, then a masked tail. b_out may
-  // be y itself (accumulate). With stream, rows of y that start 64-byte aligned are written with
-  // non-temporal stores (see the AVX2 kernel); callers issue fence() before y is shared.
+  // y = b_out + sum_j g[j] * w_out[rows[j]]: 128 columns at a time in 8 registers, then 16
+  // (gather_sum_chunks, fff_x86.h), then a masked tail. b_out may be y itself (accumulate).
+  // With stream, rows of y that start 64-byte aligned are written with non-temporal stores
+  // (see the AVX2 kernel); callers issue fence() before y is shared.
   static void gather_sum(float* y, const float* b_out, const float* w_out, const int64_t* rows,
                          const float* g, int64_t k, int64_t d, bool stream = false) {
     stream = stream && (reinterpret_cast<uintptr_t>(y) & 63) == 0 && d % 16 == 0;
-    int64_t c = 0;
-    for (; c + 128 <= d; c += 128) {
-      __m512 acc[8];
-      for (int u = 0; u < 8; ++u)
-        acc[u] = b_out ? _mm512_loadu_ps(b_out + c + 16 * u) : _mm512_setzero_ps();
-      for (int64_t j = 0; j < k; ++j) {
-        const float* w = w_out + rows[j] * d + c;
-        const __m512 gj = _mm512_set1_ps(g[j]);
-        for (int u = 0; u < 8; ++u)
-          acc[u] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(w + 16 * u), acc[u]);
-      }
-      if (stream)
-        for (int u = 0; u < 8; ++u) _mm512_stream_ps(y + c + 16 * u, acc[u]);
-      else
-        for (int u = 0; u < 8; ++u) _mm512_storeu_ps(y + c + 16 * u, acc[u]);
-    }
-    for (; c < d; c += 16) {
-      const __mmask16 mk = tail_mask(d - c);
-      __m512 acc = b_out ? _mm512_maskz_loadu_ps(mk, b_out + c) : _mm512_setzero_ps();
-      for (int64_t j = 0; j < k; ++j)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(g[j]),
-                              _mm512_maskz_loadu_ps(mk, w_out + rows[j] * d + c), acc);
-      if (stream) _mm512_stream_ps(y + c, acc);  // d % 16 == 0: full lanes only
-      else _mm512_mask_storeu_ps(y + c, mk, acc);
-    }
+    const int64_t c = gather_sum_chunks<Vec16>(y, b_out, w_out, rows, g, k, d, stream);
+    if (c == d) return;
+    const __mmask16 mk = tail_mask(d - c);  // d % 16 columns (stream implies none)
+    __m512 acc = b_out ? _mm512_maskz_loadu_ps(mk, b_out + c) : _mm512_setzero_ps();
+    for (int64_t j = 0; j < k; ++j)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(g[j]),
+                            _mm512_maskz_loadu_ps(mk, w_out + rows[j] * d + c), acc);
+    _mm512_mask_storeu_ps(y + c, mk, acc);
   }
 
   // gather_sum for m <= 4 tokens at once (the large-batch schedule passes neighbours in leaf

@@ -107,5 +107,41 @@ int64_t gather_tokens_chunks(float* const* ys, const float* b_out, const float* 
   return c;
 }
 
+// gather_sum's full-register columns at level V: y = b_out + sum_j g[j] * w_out[rows[j]] (b_out
+// may be null: 0, or y itself: accumulate), kGatherRegs registers at a time (that many
+// independent FMA chains across the K rows), then one register at a time; with stream (y and d
+// aligned to the register: the caller checks) the sums are stored non-temporally. Returns the
+// first column left (d % kLanes of them) for the caller's tail.
+constexpr int kGatherRegs = 8;
+
+template <class V>
+int64_t gather_sum_chunks(float* y, const float* b_out, const float* w_out, const int64_t* rows,
+                          const float* g, int64_t k, int64_t d, bool stream) {
+  constexpr int64_t L = V::kLanes;
+  constexpr int R = kGatherRegs;
+  int64_t c = 0;
+  for (; c + R * L <= d; c += R * L) {
+    typename V::Reg acc[R];
+    for (int u = 0; u < R; ++u) acc[u] = b_out ? V::load(b_out + c + L * u) : V::zero();
+    for (int64_t j = 0; j < k; ++j) {
+      const float* w = w_out + rows[j] * d + c;
+      const typename V::Reg gj = V::set1(g[j]);
+      for (int u = 0; u < R; ++u) acc[u] = V::fmadd(gj, V::load(w + L * u), acc[u]);
+    }
+    for (int u = 0; u < R; ++u) {
+      if (stream) V::stream(y + c + L * u, acc[u]);
+      else V::store(y + c + L * u, acc[u]);
+    }
+  }
+  for (; c + L <= d; c += L) {
+    typename V::Reg acc = b_out ? V::load(b_out + c) : V::zero();
+    for (int64_t j = 0; j < k; ++j)
+      acc = V::fmadd(V::set1(g[j]), V::load(w_out + rows[j] * d + c), acc);
+    if (stream) V::stream(y + c, acc);
+    else V::store(y + c, acc);
+  }
+  return c;
+}
+
 }  // namespace
 }  // namespace liteffn
