@@ -15,7 +15,8 @@ def test_info_reports_native_and_isa(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["native"] in (True, False)
-    assert set(info) >= {"isa", "cpu_features", "torch_threads", "liteffn"}
+    assert set(info) >= {"isa", "cpu_features", "torch_threads", "liteffn", "dense_isa"}
+    assert info["dense_isa"].startswith("ATen ")
     if info["native"]:
         assert info["isa"] in info["available_isas"]
         shape = info["lookup_table_major"]

@@ -35,6 +35,7 @@ __all__ = [
     "ISA_CAPS",
     "BenchCase",
     "BenchRow",
+    "dense_isa",
     "format_markdown",
     "isa_caps_missing",
     "run_benchmarks",
@@ -334,11 +335,18 @@ def header_lines() -> list[str]:
         f"CPU: {_sysinfo.cpu_model()} ({_sysinfo.cpu_count()} cores; "
         f"{' '.join(_sysinfo.simd_features())})",
         f"commit: {_sysinfo.git_commit()} | torch {torch.__version__} | "
-        f"native: {ops.native_available()} (isa {ops.get_isa()}) | "
-        f"dense: ATen {torch.backends.cpu.get_cpu_capability()}, MKL "
-        f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'uncapped')}, oneDNN "
-        f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}",
+        f"native: {ops.native_available()} (isa {ops.get_isa()}) | dense: {dense_isa()}",
     ]
+
+
+def dense_isa() -> str:
+    """The instruction-set levels PyTorch's dense FFN runs at here: ATen's, and the MKL and
+    oneDNN caps (``ISA_CAPS``) when set."""
+    return (
+        f"ATen {torch.backends.cpu.get_cpu_capability()}, "
+        f"MKL {os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'uncapped')}, "
+        f"oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}"
+    )
 
 
 def format_markdown(rows: Sequence[BenchRow]) -> str:

@@ -8,6 +8,7 @@ import json
 import torch
 
 from liteffn import __version__, _sysinfo, ops
+from liteffn.bench import dense_isa
 
 
 def collect() -> dict:
@@ -31,6 +32,7 @@ def collect() -> dict:
             dict(zip(("group", "tile", "ahead"), shape, strict=True)) if shape else None
         ),
         "torch_threads": torch.get_num_threads(),
+        "dense_isa": dense_isa(),  # what PyTorch's dense FFN runs at (see `bench --isa`)
         "commit": _sysinfo.git_commit(),
     }
 
