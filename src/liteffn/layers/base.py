@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
@@ -133,6 +135,22 @@ class NativeEvalCall:
                 if y is not None:
                     return y
         return nn.Module.__call__(self, *args, **kwargs)
+
+    def _native_eval(self, x, rebuild: Callable[[], bool]) -> torch.Tensor | None:
+        """y from the cached native eval call, for forward's eval path; None when x is unusual
+        (forward then takes its checked path). When there is no cached call, or a parameter it
+        was built from changed, ``rebuild()`` re-packs and caches a new one (False: no native
+        call possible) and x is tried once more."""
+        call = self.__dict__.get("_eval_call")
+        if call is not None:
+            y = call(x)
+            if y is not None:
+                return y
+            if call.current():
+                return None  # an unusual x
+        if not rebuild():
+            return None
+        return self.__dict__["_eval_call"](x)
 
 
 if ops._native is not None:

@@ -121,25 +121,22 @@ class FastFeedForward(NativeEvalCall, FFNLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            y = self._fast_eval(x, self.__dict__)
+            y = self._fast_eval(x)
             if y is not None:
                 return y
         return super().forward(x)
 
-    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
+    def _fast_eval(self, x) -> torch.Tensor | None:
         """The kernel through the cached native FFFEval, or None when x or the layer is
-        unusual (then FFNLayer.forward handles it). ``state`` is the module's __dict__."""
-        fast = state.get("_eval_call")
-        if fast is not None:
-            y = fast(x)
-            if y is not None:
-                return y
-            if fast.current():
-                return None  # an unusual x: FFNLayer.forward handles it
-        # first call, or the weights changed: validate, rebuild, retry once
-        if state["leaf_width"] or ops._native is None or not self._weights_ok():
-            return None  # the leaf form takes FFNLayer.forward -> _native_forward
-        return self._build_fast()(x)
+        unusual (then FFNLayer.forward handles it)."""
+        return self._native_eval(x, self._rebuild_fast)
+
+    def _rebuild_fast(self) -> bool:
+        # first call, or the weights changed: validate and rebuild
+        if self.leaf_width or ops._native is None or not self._weights_ok():
+            return False  # the leaf form takes FFNLayer.forward -> _native_forward
+        self._build_fast()
+        return True
 
     def _build_fast(self):
         """A native FFFEval for the current (validated) weights, cached in ``_eval_call``."""

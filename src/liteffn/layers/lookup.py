@@ -178,7 +178,7 @@ class LookupFFN(NativeEvalCall, FFNLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            y = self._fast_eval(x, self.__dict__)
+            y = self._fast_eval(x)
             if y is not None:
                 return y
             if isinstance(x, torch.Tensor) and x.dtype == _F32:
@@ -188,20 +188,16 @@ class LookupFFN(NativeEvalCall, FFNLayer):
                     return lookup_ops.run_forward(self._plan(), x2).reshape(x.shape)
         return super().forward(x)
 
-    def _fast_eval(self, x, state: dict) -> torch.Tensor | None:
+    def _fast_eval(self, x) -> torch.Tensor | None:
         """The kernel through the native LookupEval built with the current plan, or None when x
-        is unusual (forward then handles it). ``state`` is the module's __dict__."""
-        call = state.get("_eval_call")
-        if call is not None:
-            y = call(x)
-            if y is not None:
-                return y
-            if call.current():
-                return None  # an unusual x
+        is unusual (forward then handles it)."""
+        return self._native_eval(x, self._repack)
+
+    def _repack(self) -> bool:
         if ops._native is None:
-            return None
-        self._plan()  # the parameters changed (or first call): re-pack, retry once
-        return self._eval_call(x)
+            return False
+        self._plan()  # the parameters changed (or first call): re-pack
+        return True
 
     # -- accounting -------------------------------------------------------------------------
 

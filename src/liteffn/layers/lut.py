@@ -426,17 +426,11 @@ class LUTFFN(NativeEvalCall, FFNLayer):
     def _fast_eval(self, x: torch.Tensor) -> torch.Tensor | None:
         """The kernel through the native LutEval built with the packed model, or None when x
         is unusual (not contiguous, ...: forward then handles it) or there is no native model."""
-        call = self.__dict__.get("_eval_call")
-        if call is not None:
-            y = call(x)
-            if y is not None:
-                return y
-            if call.current():
-                return None  # an unusual x
-            self._packed_key = None  # a tensor the model was packed from changed: re-pack
-        if self.native_model() is None:
-            return None
-        return self._eval_call(x)
+        return self._native_eval(x, self._repack)
+
+    def _repack(self) -> bool:
+        self._packed_key = None  # first call, or a tensor the model was packed from changed
+        return self.native_model() is not None
 
     def _use_native(self, x2: torch.Tensor) -> bool:
         return super()._use_native(x2) and self.thresholds.dtype == torch.float32
