@@ -70,6 +70,19 @@ void pass(int r, float* row, int64_t n, int64_t h, const Signs& sg, bool do_scal
   }
 }
 
+// The whole-register stages h, 2h, ..., n/2 (h >= 16; none when h >= n), up to three per
+// pass over the row; with do_scale the last pass multiplies by sv.
+void passes_from(float* row, int64_t n, int64_t h, const Signs& sg, bool do_scale, __m512 sv) {
+  int rem = 0;
+  for (int64_t v = h; v < n; v *= 2) ++rem;
+  while (rem > 0) {
+    const int r = rem < 3 ? rem : 3;
+    pass<false>(r, row, n, h, sg, do_scale && r == rem, sv);
+    h <<= r;
+    rem -= r;
+  }
+}
+
 }  // namespace
 
 void fwht_row_avx512(float* row, int64_t n, float scale) {
@@ -82,16 +95,9 @@ void fwht_row_avx512(float* row, int64_t n, float scale) {
   const __m512 sv = _mm512_set1_ps(scale);
   int rem = 0;  // stages h >= 16
   for (int64_t v = 16; v < n; v *= 2) ++rem;
-  int r = rem < 3 ? rem : 3;
+  const int r = rem < 3 ? rem : 3;
   pass<true>(r, row, n, 16, sg, scaled && r == rem, sv);
-  int64_t h = int64_t{16} << r;
-  rem -= r;
-  while (rem > 0) {
-    r = rem < 3 ? rem : 3;
-    pass<false>(r, row, n, h, sg, scaled && r == rem, sv);
-    h <<= r;
-    rem -= r;
-  }
+  passes_from(row, n, int64_t{16} << r, sg, scaled, sv);
 }
 
 void fwht_stages_avx512(float* row, int64_t n, int64_t h0) {
@@ -101,13 +107,7 @@ void fwht_stages_avx512(float* row, int64_t n, int64_t h0) {
     h0 = 16;
   }
   static const Signs sg;
-  const __m512 unused = _mm512_setzero_ps();
-  for (int64_t h = h0; h < n;) {  // up to three whole-register stages per pass
-    int r = 0;
-    while (r < 3 && (h << (r + 1)) <= n) ++r;
-    pass<false>(r, row, n, h, sg, false, unused);
-    h <<= r;
-  }
+  passes_from(row, n, h0, sg, false, _mm512_setzero_ps());
 }
 
 void fwht_rows_avx512(float* x, int64_t rows, int64_t n, float scale, int threads) {
