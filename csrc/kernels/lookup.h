@@ -46,7 +46,6 @@ struct TableMajorShape {
   int64_t ahead;
 };
 TableMajorShape lookup_table_major_shape();
-TableMajorShape lookup_default_table_major_shape();
 // throws std::invalid_argument on a shape out of range
 void set_lookup_table_major_shape(int64_t group, int64_t tile, int64_t ahead);
 bool lookup_table_major_shape_overridden();  // a set_... shape is in force (not the default)

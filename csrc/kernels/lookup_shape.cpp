@@ -19,8 +19,6 @@ std::atomic<int64_t>& override_slot() {
   return slot;
 }
 
-}  // namespace
-
 // Measured, 2 threads x 32768 tokens, d 512, 128 tables x 256 rows, layer alone, runs
 // interleaved (benchmarks/RESULTS.md, session 7):
 // * 2 MiB L2 and more (Intel Xeon): groups of 8 tables, tiles of 4096 tokens -- 512 KiB of
@@ -34,16 +32,18 @@ std::atomic<int64_t>& override_slot() {
 // * smaller L2 (AMD Zen 4, 1 MiB): groups of 4, tiles of 8192, rows prefetched 4 tokens
 //   ahead -- against (8, 2048) 227 vs 233 ms; groups of 2 and tiles of 4096 or 16384 were
 //   slower.
-TableMajorShape lookup_default_table_major_shape() {
+TableMajorShape default_shape() {
   static const TableMajorShape shape = cpu_l2_cache_bytes() >= (int64_t{2} << 20)
                                            ? TableMajorShape{8, 4096, 0}
                                            : TableMajorShape{4, 8192, 4};
   return shape;
 }
 
+}  // namespace
+
 TableMajorShape lookup_table_major_shape() {
   const int64_t v = override_slot().load(std::memory_order_relaxed);
-  if (v == 0) return lookup_default_table_major_shape();
+  if (v == 0) return default_shape();
   return TableMajorShape{v >> 40, v & 0xFFFFFFFF, (v >> 32) & 0xFF};
 }
 
