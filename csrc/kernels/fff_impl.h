@@ -130,8 +130,11 @@ void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, fl
     for (int64_t j = 0; j < m; ++j) ids[j] = i0 + j;
     for (int t = 0; t < s.a.trees; ++t) {
       for (int64_t j = 0; j < m; ++j) node[j] = 0;
-      descend<Prim, kGroup, false, true>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
+      descend<Prim, kGroup, true, true>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
     }
+    // the routing needed only a: GELU the group's m x K values at once (SIMD; one libm erf
+    // per level was ~8% of a batch-1 kernel)
+    Prim::gelu_n(g, m * s.k);
     for (int64_t j = 0; j < m; ++j)
       Prim::gather_sum(s.a.y + (i0 + j) * s.a.d, s.a.b_out, s.a.w_out, rows + j * s.k,
                        g + j * s.k, s.k, s.a.d);
