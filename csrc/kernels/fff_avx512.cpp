@@ -1,6 +1,6 @@
 // AVX-512 FFF kernel: the AVX2 kernel's primitives at 16 floats per register, with masked loads
 // for the column tail (any d), so there is no scalar tail loop.
-#include <immintrin.h>
+#include "kernels/avx512_intrin.h"
 
 #include <initializer_list>
 

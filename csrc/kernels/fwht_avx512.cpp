@@ -4,7 +4,7 @@
 // (radix-8: 8 registers at stride h are loaded, transformed by three stages and stored), with
 // the scale fused into the last pass. Every element sees the same additions in the same order as
 // the scalar path: results are bit-identical.
-#include <immintrin.h>
+#include "kernels/avx512_intrin.h"
 
 #include "common.h"
 #include "kernels/fwht.h"

@@ -8,7 +8,7 @@
 //         generic loop, so codes are exact.
 //   gather: a 64-column chunk is 4 registers; even and odd tables go to two accumulator sets;
 //         finished output chunks of big batches are stored non-temporally.
-#include <immintrin.h>
+#include "kernels/avx512_intrin.h"
 
 #include <cmath>
 #include <cstdint>

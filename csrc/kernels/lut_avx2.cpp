@@ -59,9 +59,16 @@ inline __m256i lut_vec(uint64_t table, const __m256i* in, const int32_t* map) {
   }
 }
 
+// One 256-bit register as a vector element: std::vector<__m256i> would drop the type's
+// attributes from its template argument (GCC -Wignored-attributes).
+struct Reg256 {
+  __m256i v;
+};
+inline __m256i* regs(std::vector<Reg256>& r) { return &r.data()->v; }
+
 struct Scratch {
-  std::vector<__m256i> a, b;   // bit-sliced layer inputs / outputs: max_width each
-  std::vector<__m256i> planes; // (d, planes) count bit-planes of the last layer
+  std::vector<Reg256> a, b;    // bit-sliced layer inputs / outputs: max_width each
+  std::vector<Reg256> planes;  // (d, planes) count bit-planes of the last layer
   std::vector<uint8_t> bytes;  // per-token path: 2 * max_width
 };
 
@@ -111,9 +118,9 @@ template <int N>
 void block_sliced(const LutNet& net, const float* x, int64_t begin, int64_t count, float* y,
                   Scratch& s) {
   const int64_t d = net.d, g = net.g, L = net.num_layers;
-  thermometer(net, x, begin, count, s.a.data());
-  __m256i* in = s.a.data();
-  __m256i* out = s.b.data();
+  thermometer(net, x, begin, count, regs(s.a));
+  __m256i* in = regs(s.a);
+  __m256i* out = regs(s.b);
   for (int64_t k = 0; k + 1 < L; ++k) {
     const int32_t* map = net.mapping[k];
     const uint64_t* tab = net.tables[k];
@@ -126,7 +133,7 @@ void block_sliced(const LutNet& net, const float* x, int64_t begin, int64_t coun
   while ((int64_t{1} << planes) <= g) ++planes;  // bits needed for counts 0..g
   if (s.planes.size() < static_cast<size_t>(d * planes)) s.planes.resize(d * planes);
   for (int64_t c = 0; c < d; ++c) {
-    __m256i* plane = s.planes.data() + c * planes;
+    __m256i* plane = regs(s.planes) + c * planes;
     for (int b = 0; b < planes; ++b) plane[b] = _mm256_setzero_si256();
     for (int64_t j = c * g; j < (c + 1) * g; ++j) {  // bit-sliced ripple-carry counter
       __m256i carry = lut_vec<N>(tab[j], in, map + j * N);
@@ -137,7 +144,7 @@ void block_sliced(const LutNet& net, const float* x, int64_t begin, int64_t coun
       }
     }
   }
-  const uint8_t* pb = reinterpret_cast<const uint8_t*>(s.planes.data());  // plane p: 32 bytes
+  const uint8_t* pb = reinterpret_cast<const uint8_t*>(regs(s.planes));  // plane p: 32 bytes
   if (planes <= 8) {
     // Byte tg of each plane holds 8 tokens' count bits; a transpose gives 8 counts as bytes.
     for (int64_t tg = 0; tg * 8 < count; ++tg) {

@@ -19,7 +19,7 @@
 // Blocks of fewer than kLutSliceMinTokens tokens use the scalar per-token path. Same results as
 // the scalar kernel, bit for bit: comparisons are _CMP_GT_OQ (NaN and ties give 0), and every
 // output is a lookup in the same affine table.
-#include <immintrin.h>
+#include "kernels/avx512_intrin.h"
 
 #include <algorithm>
 #include <utility>
