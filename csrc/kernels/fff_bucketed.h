@@ -83,7 +83,7 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
     for (int64_t c = 0; c < (n + 63) / 64; ++c) {
       const int64_t c0 = c * 64, m = std::min<int64_t>(64, n - c0);
       std::fill(node + c0, node + c0 + m, 0);
-      descend<Prim, kWalk, true, false>(s, sorted + c0, m, t, 0, split, node + c0, rows, g);
+      descend<Prim, kWalk, false>(s, sorted + c0, m, t, 0, split, node + c0, rows, g);
     }
     // counting sort by subtree root: offsets[b] .. offsets[b+1] are bucket b's tokens
     std::fill(offsets, offsets + buckets + 1, 0);
@@ -100,8 +100,7 @@ void run_bucketed(const Descent& s, int64_t n, int threads, int64_t* rows, float
         const int64_t p0 = offsets[b], m = offsets[b + 1] - p0;
         if (m == 0) continue;
         std::fill(node + p0, node + p0 + m, first + b);  // by sorted position from here on
-        descend<Prim, kWalk, true, false>(s, sorted + p0, m, t, split, s.levels, node + p0, rows,
-                                          g);
+        descend<Prim, kWalk, false>(s, sorted + p0, m, t, split, s.levels, node + p0, rows, g);
         if (last_tree)
           finish_bucket<Prim>(s, sorted + p0, m, leaf_first + b * span, span, order + p0,
                               count.data(), rows, g);

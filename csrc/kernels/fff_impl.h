@@ -22,7 +22,8 @@
 // * forest (several shallow trees, whose rows fit in L2: see run_forest): tiles of tokens walk
 //   kForestGroup trees at a time, one load of x feeding their dot products, so a tile reuses
 //   each group's rows from cache; their GELUs run over the whole tile at once (gelu_n).
-// All record (row, gelu(a)) per token and level, then form y row by row with gather_sum.
+// All record (row, a) per token and level, run the recorded a values through GELU at once
+// (gelu_n, SIMD), then form y row by row with gather_sum.
 #pragma once
 #include <omp.h>
 
@@ -58,15 +59,14 @@ struct Descent {
         k(int64_t{args.trees} * (args.depth + 1)) {}
 
   // Record level l of tree t for token i into *row and *g (and path/act when asked): returns
-  // the next local node. *g is gelu(a), or a itself with kRaw (the caller applies gelu_n).
-  template <bool kRaw = false>
+  // the next local node. *g is a itself: the caller applies gelu_n to the recorded values.
   inline int64_t record(int64_t i, int t, int64_t l, int64_t node, float dot, int64_t* row,
                         float* g) const {
     const int64_t r = t * nodes + node;
     const float act = dot + a.b_in[r];
     const int64_t col = t * levels + l;
     *row = r;
-    *g = kRaw ? act : gelu_exact(act);
+    *g = act;
     if (a.path) a.path[i * k + col] = static_cast<int32_t>(r);
     if (a.act) a.act[i * k + col] = act;
     return 2 * node + 1 + (act > 0.0f ? 1 : 0);  // NaN compares false: left
@@ -83,12 +83,12 @@ struct Descent {
 // Token-major descent of tokens ids[0..m) (global indices) through tree t, levels [l0, l1),
 // starting at local nodes node[0..m) (updated in place), G tokens at a time so that their
 // dependent row loads overlap. Each level's (row, a) goes to token i's (K,) scratch row
-// i - base of rows/g, at column t*levels + l: gelu(a), or a itself with kRaw (the caller then
-// runs gelu_n). The start of both children 2n+1, 2n+2 of every visited node is prefetched:
-// whichever way the token goes, its next row is on its way (the hardware prefetcher follows
-// the rest); with kPrefetchOut the node's output row (read by gather_sum next) too.
+// i - base of rows/g, at column t*levels + l (a itself: the caller then runs gelu_n). The
+// start of both children 2n+1, 2n+2 of every visited node is prefetched: whichever way the
+// token goes, its next row is on its way (the hardware prefetcher follows the rest); with
+// kPrefetchOut the node's output row (read by gather_sum next) too.
 // Prefetching whole rows, or grandchildren too, measured slower than touching their starts.
-template <class Prim, int G, bool kRaw, bool kPrefetchOut>
+template <class Prim, int G, bool kPrefetchOut>
 void descend(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0, int64_t l1,
              int64_t* node, int64_t* rows, float* g, int64_t base = 0) {
   const FFFArgs& a = s.a;
@@ -114,7 +114,7 @@ void descend(const Descent& s, const int64_t* ids, int64_t m, int t, int64_t l0,
       Prim::dot_rows(mg, xs, ws, d, dot);
       for (int j = 0; j < mg; ++j) {
         const int64_t i = ids[j0 + j], at = (i - base) * s.k + t * s.levels + l;
-        node[j0 + j] = s.record<kRaw>(i, t, l, node[j0 + j], dot[j], rows + at, g + at);
+        node[j0 + j] = s.record(i, t, l, node[j0 + j], dot[j], rows + at, g + at);
       }
     }
   }
@@ -130,7 +130,7 @@ void run_token_major(const Descent& s, int64_t t0, int64_t t1, int64_t* rows, fl
     for (int64_t j = 0; j < m; ++j) ids[j] = i0 + j;
     for (int t = 0; t < s.a.trees; ++t) {
       for (int64_t j = 0; j < m; ++j) node[j] = 0;
-      descend<Prim, kGroup, true, true>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
+      descend<Prim, kGroup, true>(s, ids, m, t, 0, s.levels, node, rows, g, /*base=*/i0);
     }
     // the routing needed only a: GELU the group's m x K values at once (SIMD; one libm erf
     // per level was ~8% of a batch-1 kernel)
@@ -170,7 +170,7 @@ void run_forest(const Descent& s, int64_t i0, int64_t i1, int64_t* rows, float* 
         float dot[kForestGroup];
         Prim::dot_shared(mg, ws, x, d, dot);
         for (int j = 0; j < mg; ++j)  // column j*L + l: tree t0+j, level l
-          node[j] = s.record<true>(i, t0 + j, l, node[j], dot[j], r + j * L + l, gi + j * L + l);
+          node[j] = s.record(i, t0 + j, l, node[j], dot[j], r + j * L + l, gi + j * L + l);
       }
     }
     // the routing needs only a: GELU the whole tile's values at once (SIMD)
