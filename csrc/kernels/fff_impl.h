@@ -28,13 +28,11 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "common.h"
 #include "kernels/fff.h"
-#include "kernels/gelu.h"
 
 namespace liteffn {
 namespace {
@@ -267,10 +265,11 @@ void leaf_token(const FFFLeafArgs& a, int64_t i, int64_t* rows, float* g) {
       for (int j = 0; j < mg; ++j) {
         const int64_t r = gl * w + j0 + j;
         rows[t * w + j0 + j] = r;
-        g[t * w + j0 + j] = gelu_exact(dot[j] + a.b1[r]);
+        g[t * w + j0 + j] = dot[j] + a.b1[r];
       }
     }
   }
+  Prim::gelu_n(g, int64_t{a.trees} * w);  // all the leaves' pre-activations at once (SIMD)
   float* y = a.y + i * d;
   Prim::gather_sum(y, a.b_out, a.w2, rows, g, int64_t{a.trees} * w, d);
   for (int t = 0; t < a.trees; ++t) {
